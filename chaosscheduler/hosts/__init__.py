@@ -1,0 +1,8 @@
+"""Where a command runs: this machine, one of its network namespaces, or (later) a remote host.
+
+Every command is an argv list. No host ever builds a shell string.
+"""
+
+from .local import CommandError, LocalHost, NetnsHost, Result
+
+__all__ = ["CommandError", "LocalHost", "NetnsHost", "Result"]

@@ -1,0 +1,522 @@
+"""A master of the embedded cluster.
+
+Every master stands for election through an etcd lease on ``/cs/leader``. Only the leader schedules: it keeps the
+authoritative task table in memory (reloaded from etcd when it wins), assigns pending tasks to the least loaded
+live worker, declares workers dead when their heartbeat lease expires and re-runs their unfinished tasks
+elsewhere. Every write the leader makes is *fenced*: an etcd transaction that only succeeds while the leader key
+still has the create revision it won with, so a deposed leader can never write.
+
+Followers accept job submissions and completion reports and forward them to the leader.
+"""
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .client import ClientError, request
+from .node import NodeRuntime, health_ok, logger, main_args, metrics_response, wait_port_free
+
+LEADER_KEY = "/cs/leader"
+TASKS = "/cs/tasks/"
+WORKERS = "/cs/workers/"
+STATUS = "/cs/worker-status/"
+MAX_TASKS_PER_JOB = 100
+LOOP = 0.05  # seconds between scheduling passes and between election checks
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.is_leader = Gauge("scheduler_is_leader", "1 when this master is the leader", registry=r)
+        self.leader_changes = Counter("scheduler_leader_changes", "Leader changes seen by this master", registry=r)
+        self.workers_alive = Gauge("scheduler_workers_alive", "Workers with a live heartbeat lease", registry=r)
+        self.submitted = Counter("scheduler_task_submitted", "Tasks accepted by this master as leader", registry=r)
+        self.completed = Counter("scheduler_task_completed", "Task completions recorded (first, fenced)", registry=r)
+        self.stale = Counter("scheduler_task_stale_completions", "Completions refused as stale", registry=r)
+        self.rescheduled = Counter("scheduler_task_rescheduled", "Tasks re-run after their worker was lost",
+                                   registry=r)
+        self.tasks_pending = Gauge("scheduler_tasks_pending", "Tasks waiting for a worker", registry=r)
+        self.tasks_running = Gauge("scheduler_tasks_running", "Tasks assigned and not completed", registry=r)
+        self.resched_duration = Histogram(
+            "scheduler_rescheduling_duration_seconds", "From a worker declared dead to its task assigned again",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.detection = Gauge("scheduler_worker_failure_detection_seconds",
+                               "Last worker failure: seconds from its last heartbeat to declared dead", registry=r)
+        self.submissions = Counter("scheduler_job_submissions", "Job submissions received by this master",
+                                   ["outcome"], registry=r)
+
+
+class NotLeader(Exception):
+    pass
+
+
+class Master:
+    def __init__(self, rt: NodeRuntime):
+        self.rt = rt
+        self.name = rt.node.name
+        self.spec = rt.spec
+        self.etcd = rt.etcd_client()
+        self.tx = self.etcd.transactions
+        self.m = Metrics()
+        self.lock = threading.RLock()
+        self.is_leader = False
+        self.leader_rev = 0           # create revision of the leader key we hold
+        self.leader_name: Optional[str] = None
+        self.lease = None
+        self.last_refresh = 0.0
+        self.tasks: Dict[str, Dict[str, Any]] = {}
+        self.pending: List[str] = []
+        self.workers: Dict[str, Dict[str, Any]] = {}     # name -> registration (live only)
+        self.dead: Dict[str, Dict[str, Any]] = {}        # name -> status record of dead workers
+        self.unreachable: Dict[str, float] = {}          # worker -> monotonic time until we retry it
+        self.dispatcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch")
+        self.dispatch_failures: List[Tuple[str, int, str]] = []
+        self.last_reconcile = 0.0
+
+    # ------------------------------------------------------------------ election
+    def election_step(self) -> None:
+        if self.is_leader:
+            self._keep_leadership()
+            return
+        try:
+            value, meta = self.etcd.get(LEADER_KEY)
+        except Exception:
+            return
+        current = json.loads(value)["name"] if value else None
+        if current != self.leader_name:
+            self.leader_name = current
+            self.m.leader_changes.inc()
+        if current is None and self.spec.campaign:
+            self._campaign()
+
+    def _campaign(self) -> None:
+        try:
+            lease = self.etcd.lease(self.spec.election_ttl)
+        except Exception:
+            return
+        since = time.time()
+        value = json.dumps({"name": self.name, "since": since})
+        try:
+            won, _ = self.etcd.transaction(compare=[self.tx.create(LEADER_KEY) == 0],
+                                           success=[self.tx.put(LEADER_KEY, value, lease=lease.id)], failure=[])
+            _, meta = self.etcd.get(LEADER_KEY) if won else (None, None)
+        except Exception:
+            won = False
+        if not won or meta is None or meta.lease_id != lease.id:
+            try:
+                lease.revoke()
+            except Exception:
+                pass
+            return
+        with self.lock:
+            self.lease, self.leader_rev, self.last_refresh = lease, meta.create_revision, time.monotonic()
+            try:
+                self._load_state()
+            except Exception as e:
+                logger.warning("could not load state after winning: %s; stepping down", e)
+                self._step_down("state load failed")
+                return
+            self.is_leader = True
+            self.leader_name = self.name
+            self.m.is_leader.set(1)
+            self.m.leader_changes.inc()
+        self.rt.events.emit("leader_acquired", term=self.leader_rev, since=since)
+        logger.info("became leader (term %s)", self.leader_rev)
+
+    def _keep_leadership(self) -> None:
+        now = time.monotonic()
+        if now - self.last_refresh < self.spec.election_ttl / 3.0:
+            return
+        try:
+            responses = self.lease.refresh()
+            alive = bool(responses) and responses[0].TTL > 0
+        except Exception:
+            alive = None  # unknown: etcd unreachable
+        if alive:
+            self.last_refresh = now
+        elif alive is False or now - self.last_refresh > self.spec.election_ttl:
+            self._step_down("lease expired" if alive is False else "etcd unreachable for a whole TTL")
+
+    def _step_down(self, reason: str) -> None:
+        with self.lock:
+            was = self.is_leader
+            self.is_leader = False
+            self.leader_rev = 0
+            self.leader_name = None
+            self.m.is_leader.set(0)
+            self.tasks, self.pending, self.workers, self.dead = {}, [], {}, {}
+        if was:
+            self.rt.events.emit("leader_lost", reason=reason)
+            logger.info("stepped down: %s", reason)
+
+    def resign(self) -> None:
+        if self.is_leader and self.lease is not None:
+            try:
+                self.lease.revoke()
+            except Exception:
+                pass
+            self._step_down("shutdown")
+
+    # ------------------------------------------------------------------ fenced writes
+    def _write(self, puts: Dict[str, Any]) -> None:
+        """Write ``puts`` (key -> JSON value) in one transaction fenced on our leadership."""
+        ops = [self.tx.put(k, json.dumps(v)) for k, v in puts.items()]
+        try:
+            ok, _ = self.etcd.transaction(compare=[self.tx.create(LEADER_KEY) == self.leader_rev],
+                                          success=ops, failure=[])
+        except Exception as e:
+            raise NotLeader(f"etcd write failed: {e}") from e
+        if not ok:
+            self._step_down("fenced write refused: another master holds the leader key")
+            raise NotLeader("lost leadership")
+
+    def _load_state(self) -> None:
+        self.tasks = {json.loads(v)["id"]: json.loads(v) for v, _ in self.etcd.get_prefix(TASKS)}
+        self.pending = sorted((t["id"] for t in self.tasks.values() if t["state"] == "pending"),
+                              key=lambda i: self.tasks[i]["submitted_at"])
+        self.dead = {}
+        for v, _ in self.etcd.get_prefix(STATUS):
+            status = json.loads(v)
+            if status.get("state") == "dead":
+                self.dead[status["name"]] = status
+        # start from the workers last recorded alive: the first sync declares dead those whose lease expired
+        # while there was no leader, and greets the others
+        self.workers = {}
+        for v, _ in self.etcd.get_prefix(STATUS):
+            status = json.loads(v)
+            if status.get("state") == "alive":
+                self.workers[status["name"]] = {"name": status["name"], "last_heartbeat": status.get("since")}
+
+    # ------------------------------------------------------------------ leader work
+    def leader_step(self) -> None:
+        with self.lock:
+            if not self.is_leader:
+                return
+            try:
+                self._sync_workers()
+                self._handle_dispatch_failures()
+                self._reschedule_orphans()
+                self._schedule()
+                if time.monotonic() - self.last_reconcile > 1.0:
+                    self.last_reconcile = time.monotonic()
+                    self._reconcile()
+                self._update_gauges()
+            except NotLeader:
+                pass
+
+    def _sync_workers(self) -> None:
+        try:
+            current = {json.loads(v)["name"]: json.loads(v) for v, _ in self.etcd.get_prefix(WORKERS)}
+        except Exception:
+            return  # etcd unreachable: decide nothing
+        now = time.time()
+        for name, reg in current.items():
+            if name not in self.workers or name in self.dead:
+                rejoined = name in self.dead
+                self._write({STATUS + name: {"name": name, "state": "alive", "since": now}})
+                self.dead.pop(name, None)
+                self.rt.events.emit("worker_seen", worker=name, rejoined=rejoined)
+        for name, reg in self.workers.items():
+            if name not in current and name not in self.dead:
+                last = reg.get("last_heartbeat") or reg.get("registered_at") or now
+                status = {"name": name, "state": "dead", "since": now, "declared_dead_at": now,
+                          "last_heartbeat": last}
+                self._write({STATUS + name: status})
+                self.dead[name] = status
+                self.m.detection.set(max(0.0, now - last))
+                self.rt.events.emit("worker_declared_dead", worker=name, last_heartbeat=last)
+        self.workers = current
+
+    def _running_on(self, worker: str) -> List[Dict[str, Any]]:
+        return [t for t in self.tasks.values() if t["state"] == "assigned" and t["worker"] == worker]
+
+    def _reschedule_orphans(self) -> None:
+        """Re-run the unfinished tasks of workers that are not alive (if rescheduling is enabled)."""
+        if not self.spec.reschedule:
+            return
+        now = time.time()
+        for task in [t for t in self.tasks.values() if t["state"] == "assigned" and t["worker"] not in self.workers]:
+            updated = dict(task, state="pending", worker=None, attempt=task["attempt"] + 1,
+                           history=task["history"] + [{"event": "rescheduled", "at": now, "from": task["worker"],
+                                                       "attempt": task["attempt"] + 1}])
+            self._write({TASKS + task["id"]: updated})
+            self.tasks[task["id"]] = updated
+            self.pending.insert(0, task["id"])
+            self.m.rescheduled.inc()
+            self.rt.events.emit("task_rescheduled", task=task["id"], from_worker=task["worker"],
+                                attempt=updated["attempt"])
+
+    def _handle_dispatch_failures(self) -> None:
+        failures, self.dispatch_failures = self.dispatch_failures, []
+        now = time.time()
+        for task_id, attempt, worker in failures:
+            task = self.tasks.get(task_id)
+            if not task or task["state"] != "assigned" or task["attempt"] != attempt:
+                continue
+            self.unreachable[worker] = time.monotonic() + 2.0
+            updated = dict(task, state="pending", worker=None, attempt=attempt + 1,
+                           history=task["history"] + [{"event": "dispatch_failed", "at": now, "worker": worker,
+                                                       "attempt": attempt}])
+            self._write({TASKS + task_id: updated})
+            self.tasks[task_id] = updated
+            self.pending.insert(0, task_id)
+            self.rt.events.emit("task_dispatch_failed", task=task_id, worker=worker, attempt=attempt)
+
+    def _schedule(self) -> None:
+        if not self.pending:
+            return
+        now_mono = time.monotonic()
+        load = {w: 0 for w in self.workers
+                if w not in self.dead and self.unreachable.get(w, 0) <= now_mono}
+        for task in self.tasks.values():
+            if task["state"] == "assigned" and task["worker"] in load:
+                load[task["worker"]] += 1
+        while self.pending:
+            free = [w for w, n in load.items() if n < self.workers[w].get("slots", self.spec.slots)]
+            if not free:
+                return
+            worker = min(free, key=lambda w: (load[w], w))
+            task_id = self.pending[0]
+            task = self.tasks[task_id]
+            now = time.time()
+            updated = dict(task, state="assigned", worker=worker, assigned_at=now,
+                           history=task["history"] + [{"event": "assigned", "at": now, "worker": worker,
+                                                       "attempt": task["attempt"]}])
+            self._write({TASKS + task_id: updated})
+            self.pending.pop(0)
+            self.tasks[task_id] = updated
+            load[worker] += 1
+            rescheduled_from = [h for h in task["history"] if h["event"] == "rescheduled"]
+            if rescheduled_from:
+                dead = self.dead.get(rescheduled_from[-1]["from"])
+                if dead:
+                    self.m.resched_duration.observe(max(0.0, now - dead["declared_dead_at"]))
+            self.rt.events.emit("task_assigned", task=task_id, worker=worker, attempt=task["attempt"])
+            self._dispatch(updated)
+
+    def _dispatch(self, task: Dict[str, Any]) -> None:
+        reg = self.workers[task["worker"]]
+        body = {"task": task["id"], "attempt": task["attempt"], "duration": task["duration"],
+                "command": task.get("command")}
+
+        def send() -> None:
+            try:
+                status, _ = request((reg["address"], reg["port"]), "POST", "/api/assign", body, timeout=0.5)
+                ok = status == 200
+            except ClientError:
+                ok = False
+            if not ok:
+                with self.lock:
+                    self.dispatch_failures.append((task["id"], task["attempt"], task["worker"]))
+
+        self.dispatcher.submit(send)
+
+    def _reconcile(self) -> None:
+        """Ask each live worker which of its assignments it never received (a leader that died between writing
+        an assignment and dispatching it), and dispatch those again. Workers ignore duplicates."""
+        cutoff = time.time() - 1.5
+        for worker, reg in self.workers.items():
+            if self.unreachable.get(worker, 0) > time.monotonic():
+                continue
+            stale = [t for t in self._running_on(worker) if t["assigned_at"] < cutoff]
+            if not stale:
+                continue
+            body = {"assignments": [[t["id"], t["attempt"]] for t in stale]}
+            try:
+                status, answer = request((reg["address"], reg["port"]), "POST", "/api/check", body, timeout=0.5)
+            except ClientError:
+                continue
+            if status != 200:
+                continue
+            unknown = {tuple(a) for a in answer.get("unknown", [])}
+            for task in stale:
+                if (task["id"], task["attempt"]) in unknown:
+                    self.rt.events.emit("task_redispatched", task=task["id"], worker=worker,
+                                        attempt=task["attempt"])
+                    self._dispatch(task)
+
+    def _update_gauges(self) -> None:
+        self.m.workers_alive.set(len(self.workers))
+        self.m.tasks_pending.set(len(self.pending))
+        self.m.tasks_running.set(sum(1 for t in self.tasks.values() if t["state"] == "assigned"))
+
+    # ------------------------------------------------------------------ requests
+    def _forward(self, path: str, body: Any) -> Tuple[int, Any]:
+        leader = self.leader_name
+        node = self.rt.nodes.get(leader) if leader else None
+        if node is None or leader == self.name:
+            return 503, {"error": "no leader elected right now; retry or ask another master", "leader": None}
+        try:
+            return request((node.address, node.port), "POST", path, body, timeout=1.0)
+        except ClientError as e:
+            return 503, {"error": f"leader {leader} unreachable from {self.name}: {e}", "leader": leader}
+
+    def submit(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        error = _validate_job(body)
+        if error:
+            self.m.submissions.labels("invalid").inc()
+            return 400, {"error": error}
+        with self.lock:
+            if self.is_leader:
+                now = time.time()
+                job = body.get("job") or uuid.uuid4().hex[:12]
+                count = int(body.get("tasks", 1))
+                tasks = {}
+                for i in range(count):
+                    task_id = f"{job}-{i}"
+                    if task_id in self.tasks:
+                        self.m.submissions.labels("rejected").inc()
+                        return 409, {"error": f"task {task_id} already exists: choose another job id"}
+                    tasks[task_id] = {"id": task_id, "job": job, "duration": float(body.get("duration", 1.0)),
+                                      "command": body.get("command"), "state": "pending", "attempt": 1,
+                                      "worker": None, "submitted_at": now, "accepted_by": self.name,
+                                      "history": [], "completions": 0, "stale_completions": []}
+                try:
+                    self._write({TASKS + t: v for t, v in tasks.items()})
+                except NotLeader as e:
+                    self.m.submissions.labels("error").inc()
+                    return 503, {"error": f"{self.name} is no longer the leader: {e}", "leader": None}
+                self.tasks.update(tasks)
+                self.pending.extend(tasks)
+                self.m.submitted.inc(count)
+                self.m.submissions.labels("accepted").inc()
+                for task_id in tasks:
+                    self.rt.events.emit("task_submitted", task=task_id, job=job)
+                return 201, {"job": job, "tasks": list(tasks), "leader": self.name}
+        status, answer = self._forward("/api/jobs", body)
+        self.m.submissions.labels("forwarded" if status == 201 else "error").inc()
+        return status, answer
+
+    def complete(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        if not isinstance(body, dict) or not {"task", "attempt", "worker"} <= set(body):
+            return 400, {"error": "completion needs task, attempt and worker"}
+        with self.lock:
+            if self.is_leader:
+                return self._record_completion(body)
+        return self._forward("/api/complete", body)
+
+    def _record_completion(self, body: Dict[str, Any]) -> Tuple[int, Any]:
+        task = self.tasks.get(body["task"])
+        if task is None:
+            return 404, {"error": f"unknown task {body['task']}"}
+        now = time.time()
+        current = (task["state"] == "assigned" and task["attempt"] == body["attempt"]
+                   and task["worker"] == body["worker"])
+        if current:
+            updated = dict(task, state="completed", completed_at=now, completed_by=body["worker"],
+                           completed_attempt=body["attempt"], completions=task["completions"] + 1,
+                           outcome=body.get("outcome", "ok"),
+                           history=task["history"] + [{"event": "completed", "at": now, "worker": body["worker"],
+                                                       "attempt": body["attempt"]}])
+        else:
+            reason = "superseded attempt" if task["attempt"] != body["attempt"] else "already completed"
+            updated = dict(task, stale_completions=task["stale_completions"] + [
+                {"worker": body["worker"], "attempt": body["attempt"], "at": now, "reason": reason}])
+        try:
+            self._write({TASKS + task["id"]: updated})
+        except NotLeader as e:
+            return 503, {"error": f"{self.name} is no longer the leader: {e}", "leader": None}
+        self.tasks[task["id"]] = updated
+        if current:
+            self.m.completed.inc()
+            self.rt.events.emit("task_completed", task=task["id"], worker=body["worker"], attempt=body["attempt"])
+            return 200, {"stale": False, "leader": self.name}
+        self.m.stale.inc()
+        self.rt.events.emit("task_stale_completion", task=task["id"], worker=body["worker"],
+                            attempt=body["attempt"], reason=updated["stale_completions"][-1]["reason"])
+        return 200, {"stale": True, "leader": self.name}
+
+    # ------------------------------------------------------------------ read API (any master, from etcd)
+    def health(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        return health_ok({"name": self.name, "role": "master", "leader": self.is_leader,
+                          "leader_name": self.leader_name, "term": self.leader_rev or None})
+
+    def api_leader(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        try:
+            value, meta = self.etcd.get(LEADER_KEY)
+        except Exception as e:
+            return 503, {"error": f"registry unreachable from {self.name}: {e}"}
+        if not value:
+            return 200, {"leader": None, "since": None, "term": None}
+        data = json.loads(value)
+        return 200, {"leader": data["name"], "since": data["since"], "term": meta.create_revision}
+
+    def api_workers(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        try:
+            registered = {json.loads(v)["name"]: json.loads(v) for v, _ in self.etcd.get_prefix(WORKERS)}
+            statuses = {json.loads(v)["name"]: json.loads(v) for v, _ in self.etcd.get_prefix(STATUS)}
+            tasks = [json.loads(v) for v, _ in self.etcd.get_prefix(TASKS)]
+        except Exception as e:
+            return 503, {"error": f"registry unreachable from {self.name}: {e}"}
+        names = sorted(set(registered) | set(statuses) | {n.name for n in self.rt.by_role("worker")})
+        out = []
+        for name in names:
+            status = statuses.get(name, {})
+            running = sorted(t["id"] for t in tasks if t["state"] == "assigned" and t["worker"] == name)
+            out.append({"name": name, "alive": name in registered, "state": status.get("state", "unknown"),
+                        "declared_dead_at": status.get("declared_dead_at"), "since": status.get("since"),
+                        "slots": registered.get(name, {}).get("slots", self.spec.slots), "running": running,
+                        "registered_at": registered.get(name, {}).get("registered_at"),
+                        "last_heartbeat": registered.get(name, {}).get("last_heartbeat")})
+        return 200, {"workers": out}
+
+    def api_tasks(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        since = float(query.get("since", 0) or 0)
+        try:
+            tasks = [json.loads(v) for v, _ in self.etcd.get_prefix(TASKS)]
+        except Exception as e:
+            return 503, {"error": f"registry unreachable from {self.name}: {e}"}
+        tasks = sorted((t for t in tasks if t["submitted_at"] >= since), key=lambda t: t["submitted_at"])
+        return 200, {"tasks": tasks}
+
+    def routes(self) -> Dict[Tuple[str, str], Any]:
+        return {("GET", "/health"): self.health, ("GET", "/api/leader"): self.api_leader,
+                ("GET", "/api/workers"): self.api_workers, ("GET", "/api/tasks"): self.api_tasks,
+                ("POST", "/api/jobs"): self.submit, ("POST", "/api/complete"): self.complete,
+                ("GET", "/metrics"): lambda q, b: metrics_response(self.m.registry)}
+
+
+def _validate_job(body: Any) -> Optional[str]:
+    if not isinstance(body, dict):
+        return "a job is a JSON object: {\"tasks\": n, \"duration\": seconds, \"command\": [argv] or null}"
+    tasks = body.get("tasks", 1)
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or not 1 <= tasks <= MAX_TASKS_PER_JOB:
+        return f"'tasks' must be an integer from 1 to {MAX_TASKS_PER_JOB}"
+    duration = body.get("duration", 1.0)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 <= duration <= 3600:
+        return "'duration' must be a number of seconds from 0 to 3600"
+    command = body.get("command")
+    if command is not None and (not isinstance(command, list) or not command
+                                or not all(isinstance(a, str) for a in command)):
+        return "'command' must be a non-empty list of strings (an argv) or null"
+    job = body.get("job")
+    if job is not None and (not isinstance(job, str) or not job.replace("-", "").isalnum() or len(job) > 64):
+        return "'job' must be up to 64 letters, digits or dashes"
+    return None
+
+
+def main() -> None:
+    args = main_args("a master of the chaosscheduler embedded cluster")
+    rt = NodeRuntime(args.state_dir, args.name)
+    rt.install_signal_handlers()
+    wait_port_free(rt.node.address, rt.node.port)
+    master = Master(rt)
+    rt.serve(master.routes())
+    rt.events.emit("node_started", role="master")
+    try:
+        while not rt.stopping.is_set():
+            master.election_step()
+            master.leader_step()
+            rt.stopping.wait(LOOP)
+    finally:
+        master.resign()
+        rt.shutdown()
+
+
+if __name__ == "__main__":
+    main()
