@@ -1,0 +1,114 @@
+"""``chaosscheduler``: manage the embedded cluster and heal faults from the command line.
+
+    chaosscheduler testbed up [--name N] [--masters 3] [--workers 4] [--etcd-members 1] [--replace]
+    chaosscheduler testbed status [--name N] [--json]
+    chaosscheduler testbed restart-node NODE [--name N]
+    chaosscheduler testbed down [--name N] [--force]
+    chaosscheduler heal [--from-hosts] [--dry-run]
+    chaosscheduler faults
+"""
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, List, Optional
+
+from .errors import ChaosSchedulerError
+
+__all__ = ["main"]
+
+
+def _testbed_parser(sub: Any) -> None:
+    tb = sub.add_parser("testbed", help="the embedded reference cluster")
+    tsub = tb.add_subparsers(dest="action", required=True)
+    up = tsub.add_parser("up", help="start a cluster and wait until it is healthy")
+    up.add_argument("--name", default="default")
+    up.add_argument("--masters", type=int, default=3)
+    up.add_argument("--workers", type=int, default=4)
+    up.add_argument("--etcd-members", type=int, default=1)
+    up.add_argument("--election-ttl", type=int, default=2, help="leader lease TTL in seconds")
+    up.add_argument("--heartbeat-ttl", type=int, default=3, help="worker lease TTL in seconds")
+    up.add_argument("--heartbeat-interval", type=float, default=0.0, help="seconds between keep-alives")
+    up.add_argument("--slots", type=int, default=4)
+    up.add_argument("--task-duration", type=float, default=4.0)
+    up.add_argument("--load-rate", type=float, default=2.0, help="jobs per second; 0 = no load generator")
+    up.add_argument("--no-reschedule", action="store_true", help="broken knob: never re-run a lost worker's tasks")
+    up.add_argument("--no-campaign", action="store_true", help="broken knob: followers never take over")
+    up.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto")
+    up.add_argument("--replace", action="store_true", help="remove an existing cluster of the same name first")
+    up.add_argument("--timeout", type=float, default=30.0)
+    for name in ("status", "down", "restart-node"):
+        p = tsub.add_parser(name)
+        p.add_argument("--name", default="default")
+        if name == "status":
+            p.add_argument("--json", action="store_true")
+        if name == "down":
+            p.add_argument("--force", action="store_true", help="also when cluster.json is unreadable")
+        if name == "restart-node":
+            p.add_argument("node")
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from . import testbed
+
+    if args.action == "up":
+        spec = testbed.ClusterSpec(name=args.name, masters=args.masters, workers=args.workers,
+                                   etcd_members=args.etcd_members, election_ttl=args.election_ttl,
+                                   heartbeat_ttl=args.heartbeat_ttl, heartbeat_interval=args.heartbeat_interval,
+                                   slots=args.slots, task_duration=args.task_duration, load_rate=args.load_rate,
+                                   reschedule=not args.no_reschedule, campaign=not args.no_campaign,
+                                   network=args.network)
+        tb = testbed.up(spec, replace=args.replace, timeout=args.timeout)
+        _print_status(tb.status())
+        return 0
+    if args.action == "down":
+        spec = testbed.ClusterSpec(name=args.name)
+        result = testbed.down(spec.state_dir, force=args.force)
+        print(f"cluster {args.name}: removed {len(result['namespaces_removed'])} namespaces, "
+              f"every process and {spec.state_dir}")
+        return 0
+    tb = testbed.find(args.name)
+    if args.action == "restart-node":
+        proc = tb.restart_node(args.node)
+        print(f"{args.node} started again (pid {proc['pid']})")
+        return 0
+    status = tb.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        _print_status(status)
+    return 0 if status["problem"] is None else 3
+
+
+def _print_status(status: Dict[str, Any]) -> None:
+    print(f"cluster {status['name']} ({status['mode']} network) at {status['state_dir']}")
+    print(f"leader: {status['leader'] or '-'}   health: {status['problem'] or 'healthy'}")
+    for node in status["nodes"]:
+        health = node.get("health") or {}
+        extra = ""
+        if node["role"] == "master" and health:
+            extra = "leader" if health.get("leader") else "follower"
+        elif node["role"] == "worker" and health:
+            extra = f"{len(health.get('running', []))} running" + ("" if health.get("registered") else ", unregistered")
+        state = "running" if node["running"] else "STOPPED"
+        print(f"  {node['name']:<11} {node['role']:<7} {state:<8} pid {node['pid'] or '-':<7} "
+              f"{node['address']:<20} {node['netns'] or '':<22} {extra}")
+    print(f"events: {status['events']}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="chaosscheduler", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _testbed_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "testbed":
+            return _testbed(args)
+    except ChaosSchedulerError as e:
+        print(f"chaosscheduler: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
