@@ -163,6 +163,9 @@ class Testbed:
         dead = [w["name"] for w in workers if not w["alive"]]
         if dead:
             return f"workers not registered: {', '.join(dead)}"
+        unseen = [w["name"] for w in workers if w["state"] != "alive"]
+        if unseen:  # registered, but the leader has not taken them on yet: it cannot schedule there
+            return f"workers not yet seen by the leader: {', '.join(unseen)}"
         return None
 
     def wait_healthy(self, timeout: float = 30.0) -> float:

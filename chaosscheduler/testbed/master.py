@@ -73,6 +73,7 @@ class Master:
         self.pending: List[str] = []
         self.workers: Dict[str, Dict[str, Any]] = {}     # name -> registration (live only)
         self.dead: Dict[str, Dict[str, Any]] = {}        # name -> status record of dead workers
+        self.declarations: Dict[str, List[float]] = {}   # name -> times it was declared dead (history)
         self.unreachable: Dict[str, float] = {}          # worker -> monotonic time until we retry it
         self.dispatcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch")
         self.dispatch_failures: List[Tuple[str, int, str]] = []
@@ -91,7 +92,8 @@ class Master:
         if current != self.leader_name:
             self.leader_name = current
             self.m.leader_changes.inc()
-        if current is None and self.spec.campaign:
+        # campaign=False is the "no failover" knob: only master-1 ever stands for election
+        if current is None and (self.spec.campaign or self.rt.node.index == 1):
             self._campaign()
 
     def _campaign(self) -> None:
@@ -180,8 +182,10 @@ class Master:
         self.pending = sorted((t["id"] for t in self.tasks.values() if t["state"] == "pending"),
                               key=lambda i: self.tasks[i]["submitted_at"])
         self.dead = {}
+        self.declarations = {}
         for v, _ in self.etcd.get_prefix(STATUS):
             status = json.loads(v)
+            self.declarations[status["name"]] = status.get("dead_declarations", [])
             if status.get("state") == "dead":
                 self.dead[status["name"]] = status
         # start from the workers last recorded alive: the first sync declares dead those whose lease expired
@@ -218,14 +222,16 @@ class Master:
         for name, reg in current.items():
             if name not in self.workers or name in self.dead:
                 rejoined = name in self.dead
-                self._write({STATUS + name: {"name": name, "state": "alive", "since": now}})
+                self._write({STATUS + name: {"name": name, "state": "alive", "since": now,
+                                             "dead_declarations": self.declarations.get(name, [])}})
                 self.dead.pop(name, None)
                 self.rt.events.emit("worker_seen", worker=name, rejoined=rejoined)
         for name, reg in self.workers.items():
             if name not in current and name not in self.dead:
                 last = reg.get("last_heartbeat") or reg.get("registered_at") or now
+                self.declarations[name] = (self.declarations.get(name, []) + [now])[-100:]
                 status = {"name": name, "state": "dead", "since": now, "declared_dead_at": now,
-                          "last_heartbeat": last}
+                          "last_heartbeat": last, "dead_declarations": self.declarations[name]}
                 self._write({STATUS + name: status})
                 self.dead[name] = status
                 self.m.detection.set(max(0.0, now - last))
@@ -460,6 +466,7 @@ class Master:
             running = sorted(t["id"] for t in tasks if t["state"] == "assigned" and t["worker"] == name)
             out.append({"name": name, "alive": name in registered, "state": status.get("state", "unknown"),
                         "declared_dead_at": status.get("declared_dead_at"), "since": status.get("since"),
+                        "dead_declarations": status.get("dead_declarations", []),
                         "slots": registered.get(name, {}).get("slots", self.spec.slots), "running": running,
                         "registered_at": registered.get(name, {}).get("registered_at"),
                         "last_heartbeat": registered.get(name, {}).get("last_heartbeat")})

@@ -71,7 +71,7 @@ class ClusterSpec:
     task_duration: float = 4.0      # seconds a load-generator task runs
     load_rate: float = 2.0          # jobs per second submitted by the load generator; 0 = no load generator
     reschedule: bool = True         # the leader re-runs the unfinished tasks of a dead worker elsewhere
-    campaign: bool = True           # followers stand for election when the leader's lease expires
+    campaign: bool = True           # False: only master-1 ever stands for election (no failover)
     network: str = "auto"           # auto | netns | loopback
     home: str = ""                  # state home; "" = default_home()
 

@@ -1,0 +1,102 @@
+"""The one place that reads an experiment's ``configuration`` into typed settings.
+
+Keys (all optional; environment variables give the defaults so one experiment file serves every target)::
+
+    chaosscheduler_platform           "testbed" (default, env CHAOSSCHEDULER_PLATFORM)
+    chaosscheduler_cluster            embedded cluster name, default "default" (env CHAOSSCHEDULER_CLUSTER)
+    chaosscheduler_home               state home: ledger, clusters (env CHAOSSCHEDULER_HOME)
+    chaosscheduler_testbed            settings of the embedded cluster the control starts (see ClusterSpec)
+    chaosscheduler_max_worker_share   largest share of workers a drop partition/isolation may cut off;
+                                      default: all but one worker must stay reachable
+    chaosscheduler_poll_interval      seconds between probe polls, default 0.01
+"""
+
+import dataclasses
+import os
+import uuid
+from typing import Any, Dict, Optional
+
+from .errors import ConfigurationError
+from .testbed.spec import ClusterSpec, NAME_RE, default_home
+
+__all__ = ["Settings", "load", "current_run", "set_current_run", "PLATFORMS"]
+
+PLATFORMS = ("testbed",)
+PREFIX = "chaosscheduler_"
+KNOWN = {"platform", "cluster", "home", "testbed", "max_worker_share", "poll_interval"}
+
+# Faults are attributed to a run. The control sets one per experiment; without the control every process is its own
+# run, so probes never mistake an earlier run's fault for this one's.
+_PROCESS_RUN = f"process-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+_current_run: Optional[str] = None
+
+
+def current_run() -> str:
+    return _current_run or _PROCESS_RUN
+
+
+def set_current_run(run_id: Optional[str]) -> None:
+    global _current_run
+    _current_run = run_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    platform: str
+    cluster: str
+    home: str
+    testbed: Dict[str, Any]
+    max_worker_share: Optional[float]
+    poll_interval: float
+
+    def cluster_spec(self) -> ClusterSpec:
+        """The embedded cluster these settings describe (validated)."""
+        fields = dict(self.testbed)
+        fields["name"] = self.cluster
+        fields["home"] = self.home
+        return ClusterSpec.from_dict(fields)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load(configuration: Optional[Dict[str, Any]] = None) -> Settings:
+    """Read and validate the chaosscheduler keys of ``configuration``; raise ConfigurationError naming the key."""
+    config = configuration or {}
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"configuration must be a mapping, got {type(config).__name__}")
+    unknown = sorted(k for k in config if isinstance(k, str) and k.startswith(PREFIX) and k[len(PREFIX):] not in KNOWN)
+    if unknown:
+        raise ConfigurationError(f"unknown configuration key(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(PREFIX + k for k in sorted(KNOWN))}")
+
+    def get(key: str, env: Optional[str], default: Any) -> Any:
+        if PREFIX + key in config:
+            return config[PREFIX + key]
+        if env and os.environ.get(env):
+            return os.environ[env]
+        return default
+
+    platform = get("platform", "CHAOSSCHEDULER_PLATFORM", "testbed")
+    if platform not in PLATFORMS:
+        raise ConfigurationError(f"chaosscheduler_platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+    cluster = get("cluster", "CHAOSSCHEDULER_CLUSTER", "default")
+    if not isinstance(cluster, str) or not NAME_RE.match(cluster):
+        raise ConfigurationError(f"chaosscheduler_cluster must be 1-12 lowercase letters or digits starting with a "
+                                 f"letter, got {cluster!r}")
+    home = get("home", None, "") or default_home()
+    if not isinstance(home, str) or "\0" in home:
+        raise ConfigurationError(f"chaosscheduler_home must be a directory path, got {home!r}")
+    testbed = get("testbed", None, {})
+    if not isinstance(testbed, dict):
+        raise ConfigurationError(f"chaosscheduler_testbed must be a mapping of cluster settings, got {testbed!r}")
+    share = get("max_worker_share", None, None)
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
+        raise ConfigurationError(f"chaosscheduler_max_worker_share must be a number in (0, 1], got {share!r}")
+    poll = get("poll_interval", None, 0.01)
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0.001 <= poll <= 10:
+        raise ConfigurationError(f"chaosscheduler_poll_interval must be from 0.001 to 10 seconds, got {poll!r}")
+    settings = Settings(platform=platform, cluster=cluster, home=os.path.abspath(home), testbed=dict(testbed),
+                        max_worker_share=None if share is None else float(share), poll_interval=float(poll))
+    settings.cluster_spec()  # validate the testbed settings now, with the key named
+    return settings

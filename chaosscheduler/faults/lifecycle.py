@@ -1,0 +1,111 @@
+"""Record → inject → arm self-expiry → (undo | expire), with the ledger as the single record.
+
+``inject`` writes the fault to the ledger *before* touching a host. If injecting fails half-way, what was applied
+is undone at once and the record is closed as ``failed``. Each injected fault with a deadline gets a detached
+reaper process that undoes it at the deadline even if the process that injected it has died; network faults
+also carry a kernel timeout, so they stop cutting traffic at the deadline even if the reaper is killed too.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .. import procs
+from ..errors import ChaosSchedulerError, FaultError
+from ..ledger import OPEN_STATES, Ledger
+from .base import fault_class
+
+__all__ = ["inject", "undo", "undo_open", "spawn_reaper"]
+
+logger = logging.getLogger("chaostoolkit")
+
+
+def _platform_for(record: Dict[str, Any]) -> Any:
+    from ..platforms import from_reference
+
+    return from_reference(record["platform"])
+
+
+def spawn_reaper(ledger: Ledger, fault_id: str) -> Dict[str, Any]:
+    log = os.path.join(ledger.home, "reapers", f"{fault_id}.log")
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return procs.spawn([sys.executable, "-m", "chaosscheduler.faults.reaper", "--home", ledger.home,
+                        "--fault", fault_id], log, env=env, owner=f"reaper:{ledger.home}")
+
+
+def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
+           before_inject: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """Record, inject and arm ``record``; return the stored record. Raises FaultError with nothing left applied."""
+    fault = fault_class(record["kind"])(record)
+    record = ledger.record(record)
+    if before_inject:
+        before_inject()
+    started_at = time.time()
+    try:
+        facts = fault.inject(platform)
+    except BaseException as e:
+        try:
+            fault.undo(platform)
+            ledger.update(record["id"], state="failed", error=str(e).splitlines()[0] if str(e) else repr(e),
+                          undone_at=time.time())
+        except Exception as cleanup_error:  # leave it open: heal will retry
+            ledger.update(record["id"], error=f"{e}; cleanup failed: {cleanup_error}")
+        if isinstance(e, ChaosSchedulerError):
+            raise
+        if isinstance(e, Exception):
+            raise FaultError(f"could not inject fault {record['id']}: {e}") from e
+        raise
+    deadline = started_at + record["duration"] if record.get("duration") else None
+    record = ledger.update(record["id"], state="active", started_at=started_at, deadline=deadline, **facts)
+    if deadline is not None:
+        reaper = spawn_reaper(ledger, record["id"])
+        record = ledger.update(record["id"], reaper=dict(reaper))
+    return record
+
+
+def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = None) -> Dict[str, Any]:
+    """Undo one fault if it is still open; idempotent. ``reason`` is "undone" or "expired"."""
+    record = ledger.get(fault_id)
+    if record.get("state") not in OPEN_STATES:
+        return record
+    platform = platform or _platform_for(record)
+    gone = platform.available()
+    if gone:
+        facts = {"note": f"nothing to undo: {gone}"}
+    else:
+        facts = fault_class(record["kind"])(record).undo(platform)
+
+    def close(stored: Dict[str, Any]) -> None:
+        if stored.get("state") in OPEN_STATES:
+            stored.update(state="expired" if reason == "expired" else "undone", undone_at=time.time(),
+                          undo_result=facts)
+
+    record = ledger.update_with(fault_id, close)
+    reaper = record.get("reaper")
+    if reason != "expired" and reaper and procs.is_running(reaper):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(reaper["pid"], signal.SIGTERM)
+    return record
+
+
+def undo_open(ledger: Ledger, predicate: Callable[[Dict[str, Any]], bool] = lambda r: True) -> Dict[str, Any]:
+    """Undo every open fault that ``predicate`` accepts, newest first. Returns ``{"undone": [ids], "errors": [...]}``;
+    one fault failing does not stop the others."""
+    undone: List[str] = []
+    errors: List[str] = []
+    for record in reversed(ledger.open_faults()):
+        if not predicate(record):
+            continue
+        try:
+            undo(ledger, record["id"])
+            undone.append(record["id"])
+        except Exception as e:
+            errors.append(f"{record['id']} ({record.get('action', record['kind'])}): {e}")
+            logger.error("could not undo fault %s: %s", record["id"], e)
+    return {"undone": undone, "errors": errors}

@@ -1,0 +1,89 @@
+"""Rollbacks: undo the faults this library injected, driven only by the fault ledger.
+
+Each is idempotent and safe when nothing is recorded. ``scope``: "run" (default: faults injected by this
+experiment run) or "all" (every open fault in the ledger of this state home, whoever injected it).
+"""
+
+import logging
+import time
+from typing import Any, Dict, List
+
+from chaoslib.types import Configuration, Secrets
+
+from .context import Context, boundary, choice, number
+from .errors import FaultError
+from .faults import undo_open
+from .timing import wait_until
+
+__all__ = ["restart_master", "heal_partition", "rejoin_worker", "undo_all_faults"]
+logger = logging.getLogger("chaostoolkit")
+
+SCOPES = ("run", "all")
+
+
+def _undo(ctx: Context, actions: List[str], scope: str, fault_id: str) -> Dict[str, Any]:
+    choice("scope", scope, SCOPES)
+    if not isinstance(fault_id, str):
+        raise FaultError(f"argument 'fault_id' must be a fault id string, got {fault_id!r}")
+
+    def wanted(record: Dict[str, Any]) -> bool:
+        if fault_id:
+            return record["id"] == fault_id
+        if actions and record.get("action") not in actions:
+            return False
+        return scope == "all" or record.get("run_id") == ctx.run_id
+
+    result = undo_open(ctx.ledger, wanted)
+    if result["errors"]:
+        raise FaultError(f"could not undo {len(result['errors'])} fault(s): {'; '.join(result['errors'])}")
+    logger.info("undone: %s", ", ".join(result["undone"]) or "nothing was open")
+    return result
+
+
+@boundary
+def restart_master(fault_id: str = "", scope: str = "run", configuration: Configuration = None,
+                   secrets: Secrets = None) -> Dict[str, Any]:
+    """Start again the masters killed by kill_master (resume them after SIGSTOP). ``fault_id`` limits it to one
+    fault. Returns ``{"undone": [fault ids], "errors": []}``."""
+    return _undo(Context(configuration), ["kill_master"], scope, fault_id)
+
+
+@boundary
+def heal_partition(fault_id: str = "", scope: str = "run", configuration: Configuration = None,
+                   secrets: Secrets = None) -> Dict[str, Any]:
+    """Remove the partitions, loss and latency injected by partition_workers (exactly our own tables).
+    Returns ``{"undone": [fault ids], "errors": []}``."""
+    return _undo(Context(configuration), ["partition_workers"], scope, fault_id)
+
+
+@boundary
+def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
+                  configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
+    """Give isolated workers their network back, then wait up to ``timeout`` seconds for each to register again.
+    Returns ``{"undone": [...], "rejoined": [workers], "seconds": time to rejoin}``; raises if a worker did not come
+    back in time."""
+    ctx = Context(configuration)
+    timeout = number("timeout", timeout, 0, 3600)
+    opened = {f["id"]: f for f in ctx.ledger.open_faults()}
+    result = _undo(ctx, ["isolate_worker"], scope, fault_id)
+    workers = sorted({w for fid in result["undone"] for w in opened[fid]["targets"]})
+    started = time.monotonic()
+    if workers:
+        def back() -> bool:
+            alive = {w["name"] for w in ctx.platform.workers() if w["alive"]}
+            return set(workers) <= alive
+
+        try:
+            wait_until(back, timeout, interval=ctx.settings.poll_interval * 5, message="workers registered again")
+        except TimeoutError as e:
+            raise FaultError(f"network restored, but {', '.join(workers)} did not register again within "
+                             f"{timeout} s") from e
+    return dict(result, rejoined=workers, seconds=round(time.monotonic() - started, 3))
+
+
+@boundary
+def undo_all_faults(scope: str = "run", configuration: Configuration = None,
+                    secrets: Secrets = None) -> Dict[str, Any]:
+    """Undo every open fault of this run (``scope="run"``) or of the whole ledger (``scope="all"``), whatever its
+    kind. Returns ``{"undone": [fault ids], "errors": []}``."""
+    return _undo(Context(configuration), [], scope, "")
