@@ -96,14 +96,61 @@ def _print_status(status: Dict[str, Any]) -> None:
     print(f"events: {status['events']}")
 
 
+def _heal(args: argparse.Namespace) -> int:
+    from .heal import heal
+
+    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run)
+    verb = "would undo" if args.dry_run else "undone"
+    for line in report["lines"]:
+        print(line)
+    print(f"{verb}: {len(report['undone'])} fault(s) from the ledger, {len(report['tables'])} table(s) found on "
+          f"hosts; errors: {len(report['errors'])}")
+    return 1 if report["errors"] else 0
+
+
+def _faults(args: argparse.Namespace) -> int:
+    import time
+
+    from .ledger import OPEN_STATES, Ledger
+    from .testbed.spec import default_home
+
+    records = Ledger(args.home or default_home()).all()
+    if not args.all:
+        records = [r for r in records if r.get("state") in OPEN_STATES]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print("no open fault" if not args.all else "the ledger is empty")
+    for r in records:
+        deadline = r.get("deadline")
+        left = f"expires in {deadline - time.time():.0f} s" if deadline and r.get("state") in OPEN_STATES else ""
+        print(f"{r['id']}  {r.get('action', r['kind']):<18} {r.get('state'):<9} {','.join(r.get('targets', []))}  "
+              f"{left}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="chaosscheduler", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _testbed_parser(sub)
+    heal = sub.add_parser("heal", help="undo every open fault recorded in the ledger")
+    heal.add_argument("--home", default="", help="state home (default: $CHAOSSCHEDULER_HOME)")
+    heal.add_argument("--from-hosts", action="store_true",
+                      help="also find our nft tables on the hosts themselves (when the ledger is lost or corrupt)")
+    heal.add_argument("--dry-run", action="store_true", help="say what would be undone, undo nothing")
+    faults = sub.add_parser("faults", help="list the faults in the ledger")
+    faults.add_argument("--home", default="")
+    faults.add_argument("--all", action="store_true", help="closed faults too")
+    faults.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.command == "testbed":
             return _testbed(args)
+        if args.command == "heal":
+            return _heal(args)
+        if args.command == "faults":
+            return _faults(args)
     except ChaosSchedulerError as e:
         print(f"chaosscheduler: {e}", file=sys.stderr)
         return 2

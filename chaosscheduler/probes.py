@@ -282,26 +282,34 @@ def task_execution_success_rate(window: float = 60.0, settle: float = 30.0, conf
 @boundary
 def scheduling_interruption(window: float = 120.0, configuration: Configuration = None,
                             secrets: Secrets = None) -> float:
-    """The longest time, in the last ``window`` seconds, during which a task was waiting and no task at all was
-    assigned: how long scheduling stopped (e.g. while there was no leader). 0.0 when nothing ever waited."""
+    """The longest time, in the last ``window`` seconds, during which work was waiting and no task at all was
+    assigned: how long scheduling stopped (e.g. while there was no leader). Work waits from the moment a client
+    starts submitting it (the load generator's record, when there is one: a submission retried while there is no
+    leader is waiting work) or a task becomes pending, until that task is assigned. 0.0 when nothing waited."""
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
-    since = time.time() - window
+    now = time.time()
+    since = now - window
     tasks = ctx.platform.tasks(since=since - 3600)
-    assignments = sorted(h["at"] for t in tasks for h in t["history"] if h["event"] == "assigned" and h["at"] >= since)
-    waits = []  # (became ready, first assigned after)
+    try:
+        submissions = ctx.platform.submissions(since=since - 60)
+    except ChaosSchedulerError:
+        submissions = []
+    submitted = {t: s["at"] for s in submissions for t in s.get("tasks", [])}
+    assignments = sorted(h["at"] for t in tasks for h in t["history"] if h["event"] == "assigned")
+    waits = [(s["at"], s["at"] + s["latency"]) for s in submissions if s["outcome"] != "accepted"]
     for task in tasks:
-        ready = [task["submitted_at"]] + [h["at"] for h in task["history"] if h["event"] in
-                                          ("rescheduled", "dispatch_failed")]
+        ready = [min(task["submitted_at"], submitted.get(task["id"], task["submitted_at"]))]
+        ready += [h["at"] for h in task["history"] if h["event"] in ("rescheduled", "dispatch_failed")]
         for start in ready:
             later = [h["at"] for h in task["history"] if h["event"] == "assigned" and h["at"] >= start]
-            waits.append((start, min(later) if later else time.time()))
+            waits.append((start, min(later) if later else now))
     longest = 0.0
     for start, end in waits:
         if end < since:
             continue
         start = max(start, since)
-        # the gap inside [start, end] with no assignment at all
+        # the longest stretch inside [start, end] without any assignment
         points = [start] + [a for a in assignments if start < a < end] + [end]
         longest = max(longest, max(b - a for a, b in zip(points, points[1:])))
     logger.info("scheduling_interruption: longest stall %.3f s in the last %g s", longest, window)
