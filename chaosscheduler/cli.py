@@ -27,7 +27,7 @@ def _testbed_parser(sub: Any) -> None:
     up.add_argument("--workers", type=int, default=4)
     up.add_argument("--etcd-members", type=int, default=1)
     up.add_argument("--election-ttl", type=int, default=2, help="leader lease TTL in seconds")
-    up.add_argument("--heartbeat-ttl", type=int, default=3, help="worker lease TTL in seconds")
+    up.add_argument("--heartbeat-ttl", type=int, default=5, help="worker lease TTL in seconds")
     up.add_argument("--heartbeat-interval", type=float, default=0.0, help="seconds between keep-alives")
     up.add_argument("--slots", type=int, default=4)
     up.add_argument("--task-duration", type=float, default=4.0)

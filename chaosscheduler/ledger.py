@@ -23,6 +23,7 @@ __all__ = ["Ledger", "OPEN_STATES", "new_fault_id"]
 OPEN_STATES = ("recorded", "active")
 KEEP_SECONDS = 7 * 24 * 3600
 VERSION = 1
+_ABSENT = object()  # read_json's answer for a missing file; JSON ``null`` is a corrupt ledger, not an empty one
 
 
 def new_fault_id() -> str:
@@ -39,13 +40,13 @@ class Ledger:
     # ------------------------------------------------------------------ raw access
     def _read(self) -> Dict[str, Any]:
         try:
-            data = read_json(self.path, default=None)
+            data = read_json(self.path, default=_ABSENT)
         except (ValueError, UnicodeDecodeError) as e:
             raise LedgerError(f"the fault ledger {self.path} is corrupt ({e}); 'chaosscheduler heal --from-hosts' "
                               f"finds and removes our faults on the hosts without it") from e
         except OSError as e:
             raise LedgerError(f"the fault ledger {self.path} is unreadable: {e}") from e
-        if data is None:
+        if data is _ABSENT:
             return {"version": VERSION, "faults": {}}
         if not isinstance(data, dict) or not isinstance(data.get("faults"), dict):
             raise LedgerError(f"the fault ledger {self.path} does not hold a ledger; 'chaosscheduler heal "

@@ -198,6 +198,7 @@ class Master:
 
     # ------------------------------------------------------------------ leader work
     def leader_step(self) -> None:
+        plan: List[Tuple[str, Tuple[str, int], List[Dict[str, Any]]]] = []
         with self.lock:
             if not self.is_leader:
                 return
@@ -208,10 +209,12 @@ class Master:
                 self._schedule()
                 if time.monotonic() - self.last_reconcile > 1.0:
                     self.last_reconcile = time.monotonic()
-                    self._reconcile()
+                    plan = self._reconcile_plan()
                 self._update_gauges()
             except NotLeader:
-                pass
+                return
+        if plan:
+            self._reconcile(plan)
 
     def _sync_workers(self) -> None:
         try:
@@ -322,29 +325,40 @@ class Master:
 
         self.dispatcher.submit(send)
 
-    def _reconcile(self) -> None:
-        """Ask each live worker which of its assignments it never received (a leader that died between writing
-        an assignment and dispatching it), and dispatch those again. Workers ignore duplicates."""
+    def _reconcile_plan(self) -> List[Tuple[str, Tuple[str, int], List[Dict[str, Any]]]]:
+        """Per reachable worker, its assignments older than 1.5 s (checked outside the lock by _reconcile)."""
         cutoff = time.time() - 1.5
+        plan = []
         for worker, reg in self.workers.items():
             if self.unreachable.get(worker, 0) > time.monotonic():
                 continue
-            stale = [t for t in self._running_on(worker) if t["assigned_at"] < cutoff]
-            if not stale:
-                continue
+            stale = [dict(t) for t in self._running_on(worker) if t["assigned_at"] < cutoff]
+            if stale:
+                plan.append((worker, (reg["address"], reg["port"]), stale))
+        return plan
+
+    def _reconcile(self, plan: List[Tuple[str, Tuple[str, int], List[Dict[str, Any]]]]) -> None:
+        """Ask each worker which of its assignments it never received (a leader that died between writing an
+        assignment and dispatching it), and dispatch those again. Workers ignore duplicates. The HTTP calls run
+        outside the lock, so an unreachable worker never stalls scheduling or submissions."""
+        for worker, target, stale in plan:
             body = {"assignments": [[t["id"], t["attempt"]] for t in stale]}
             try:
-                status, answer = request((reg["address"], reg["port"]), "POST", "/api/check", body, timeout=0.5)
+                status, answer = request(target, "POST", "/api/check", body, timeout=0.5)
             except ClientError:
                 continue
             if status != 200:
                 continue
             unknown = {tuple(a) for a in answer.get("unknown", [])}
-            for task in stale:
-                if (task["id"], task["attempt"]) in unknown:
-                    self.rt.events.emit("task_redispatched", task=task["id"], worker=worker,
-                                        attempt=task["attempt"])
-                    self._dispatch(task)
+            with self.lock:
+                for task in stale:
+                    current = self.tasks.get(task["id"])
+                    if (task["id"], task["attempt"]) in unknown and self.is_leader and current \
+                            and current["state"] == "assigned" and current["attempt"] == task["attempt"] \
+                            and current["worker"] == worker and worker in self.workers:
+                        self.rt.events.emit("task_redispatched", task=task["id"], worker=worker,
+                                            attempt=task["attempt"])
+                        self._dispatch(current)
 
     def _update_gauges(self) -> None:
         self.m.workers_alive.set(len(self.workers))

@@ -65,8 +65,8 @@ class ClusterSpec:
     workers: int = 4
     etcd_members: int = 1
     election_ttl: int = 2           # seconds: the leader's etcd lease
-    heartbeat_ttl: int = 3          # seconds: a worker's etcd lease; expiry = the worker is dead
-    heartbeat_interval: float = 0.0  # seconds between keep-alives; 0 means heartbeat_ttl / 3
+    heartbeat_ttl: int = 5          # seconds: a worker's etcd lease; expiry = the worker is dead
+    heartbeat_interval: float = 0.0  # seconds between keep-alives; 0 means heartbeat_ttl / 5
     slots: int = 4                  # tasks a worker runs at once
     task_duration: float = 4.0      # seconds a load-generator task runs
     load_rate: float = 2.0          # jobs per second submitted by the load generator; 0 = no load generator
@@ -96,8 +96,9 @@ class ClusterSpec:
         _int("election_ttl", self.election_ttl, 1, 600)
         _int("heartbeat_ttl", self.heartbeat_ttl, 1, 600)
         _float("heartbeat_interval", self.heartbeat_interval, 0.0, 600.0)
-        if self.heartbeat_interval and self.heartbeat_interval >= self.heartbeat_ttl * 2:
-            raise ConfigurationError("testbed setting 'heartbeat_interval' must be below twice 'heartbeat_ttl'")
+        if self.heartbeat_interval and self.heartbeat_interval >= self.heartbeat_ttl:
+            raise ConfigurationError("testbed setting 'heartbeat_interval' must be below 'heartbeat_ttl' (a slower "
+                                     "keep-alive can never keep the lease)")
         _int("slots", self.slots, 1, 1000)
         _float("task_duration", self.task_duration, 0.0, 3600.0)
         _float("load_rate", self.load_rate, 0.0, 1000.0)
@@ -111,7 +112,7 @@ class ClusterSpec:
 
     @property
     def keepalive_interval(self) -> float:
-        return self.heartbeat_interval or self.heartbeat_ttl / 3.0
+        return self.heartbeat_interval or self.heartbeat_ttl / 5.0
 
     @property
     def state_dir(self) -> str:

@@ -244,11 +244,11 @@ def test_missing_etcd_binary_names_the_package(home, monkeypatch, tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    spec = ClusterSpec(name="noetcd", home=home)
+    spec = ClusterSpec(name="n" + uuid.uuid4().hex[:9], home=home)
     with pytest.raises(TestbedError, match="apt-get install etcd-server"):
         up(spec)
     assert not os.path.exists(spec.state_dir)
-    assert _our_namespaces("noetcd") == []
+    assert _our_namespaces(spec.name) == []
 
 
 # ---------------------------------------------------------------------------------------------------- leader crash
@@ -273,7 +273,8 @@ def test_leader_kill_fails_over_and_every_accepted_task_completes_once(make_clus
     after = [t for _ in range(3) for t in _submit(tb, tasks=2, duration=0.5)]
 
     assert new != old and _leaders_by_health(tb) == [new]
-    acquired = [e for e in tb.events("leader_acquired") if e["ts"] > killed_at]
+    acquired = wait_until(lambda: [e for e in tb.events("leader_acquired") if e["ts"] > killed_at], 5, 0.02,
+                          "leader_acquired in the event log")
     assert [e["node"] for e in acquired] == [new]
     assert killed_at < acquired[0]["ts"] <= seen_at + 0.5
 

@@ -28,7 +28,7 @@ def test_defaults_are_the_documented_platform():
     spec = ClusterSpec()
     assert (spec.masters, spec.workers, spec.etcd_members) == (3, 4, 1)
     assert spec.reschedule and spec.campaign
-    assert spec.keepalive_interval == pytest.approx(spec.heartbeat_ttl / 3)
+    assert spec.keepalive_interval == pytest.approx(spec.heartbeat_ttl / 5)
     assert ClusterSpec(heartbeat_interval=0.5).keepalive_interval == 0.5
 
 
@@ -60,10 +60,10 @@ def test_bad_names_are_refused(name):
         ClusterSpec(name=name)
 
 
-def test_heartbeat_interval_must_stay_below_twice_the_ttl():
-    ClusterSpec(heartbeat_ttl=3, heartbeat_interval=5.9)  # a broken knob, but allowed
+def test_heartbeat_interval_must_stay_below_the_ttl():
+    ClusterSpec(heartbeat_ttl=3, heartbeat_interval=2.9)  # a broken knob (no margin under loss), but allowed
     with pytest.raises(ConfigurationError, match="'heartbeat_interval'"):
-        ClusterSpec(heartbeat_ttl=3, heartbeat_interval=6)
+        ClusterSpec(heartbeat_ttl=3, heartbeat_interval=3)
 
 
 def test_from_dict_refuses_unknown_keys_by_name_and_round_trips():
