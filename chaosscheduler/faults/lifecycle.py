@@ -1,9 +1,9 @@
 """Record → inject → arm self-expiry → (undo | expire), with the ledger as the single record.
 
-``inject`` writes the fault to the ledger *before* touching a host. If injecting fails half-way, what was applied
-is undone at once and the record is closed as ``failed``. Each injected fault with a deadline gets a detached
-reaper process that undoes it at the deadline even if the process that injected it has died; network faults
-also carry a kernel timeout, so they stop cutting traffic at the deadline even if the reaper is killed too.
+``inject`` writes the fault to the ledger *before* touching a host, and arms a detached reaper process that undoes
+it at its deadline even if the process that injected it dies at any point after that; network faults also carry
+a kernel timeout, so they stop cutting traffic at the deadline even if the reaper is killed too. If injecting
+fails half-way, what was applied is undone at once and the record is closed as ``failed``.
 """
 
 import contextlib
@@ -43,7 +43,13 @@ def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
            before_inject: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
     """Record, inject and arm ``record``; return the stored record. Raises FaultError with nothing left applied."""
     fault = fault_class(record["kind"])(record)
+    if record.get("duration"):
+        # a provisional deadline, so that the reaper armed now undoes the fault even if this process dies between
+        # recording and injecting, or between injecting and marking it active
+        record = dict(record, deadline=time.time() + record["duration"])
     record = ledger.record(record)
+    if record.get("deadline") is not None:
+        record = ledger.update(record["id"], reaper=dict(spawn_reaper(ledger, record["id"])))
     if before_inject:
         before_inject()
     started_at = time.time()
@@ -62,11 +68,7 @@ def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
             raise FaultError(f"could not inject fault {record['id']}: {e}") from e
         raise
     deadline = started_at + record["duration"] if record.get("duration") else None
-    record = ledger.update(record["id"], state="active", started_at=started_at, deadline=deadline, **facts)
-    if deadline is not None:
-        reaper = spawn_reaper(ledger, record["id"])
-        record = ledger.update(record["id"], reaper=dict(reaper))
-    return record
+    return ledger.update(record["id"], state="active", started_at=started_at, deadline=deadline, **facts)
 
 
 def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = None) -> Dict[str, Any]:
