@@ -29,8 +29,9 @@ def existing_namespaces() -> List[str]:
 def netns_supported() -> Optional[str]:
     """None when this process can create network namespaces; otherwise the reason it cannot."""
     if os.geteuid() != 0:
-        return ("network namespaces need root (or CAP_SYS_ADMIN and CAP_NET_ADMIN); run as root, or use "
-                "network='loopback', where master kills work but network faults do not")
+        return ("network namespaces need root: run as root, or inside an unprivileged user namespace with "
+                "'chaosscheduler userns -- <command>'; otherwise network='loopback' runs the cluster on 127.0.0.1, "
+                "where master kills work but network faults do not")
     try:
         _local.run(["ip", "-V"], timeout=5)
     except CommandError:
