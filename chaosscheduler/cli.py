@@ -6,6 +6,7 @@
     chaosscheduler testbed down [--name N] [--force]
     chaosscheduler heal [--from-hosts] [--dry-run]
     chaosscheduler faults
+    chaosscheduler userns -- COMMAND [ARGS...]     (non-root: run inside an unprivileged user namespace)
 """
 
 import argparse
@@ -103,6 +104,8 @@ def _heal(args: argparse.Namespace) -> int:
     verb = "would undo" if args.dry_run else "undone"
     for line in report["lines"]:
         print(line)
+    for error in report["errors"]:
+        print(f"chaosscheduler heal: {error}", file=sys.stderr)
     print(f"{verb}: {len(report['undone'])} fault(s) from the ledger, {len(report['tables'])} table(s) found on "
           f"hosts; errors: {len(report['errors'])}")
     return 1 if report["errors"] else 0
@@ -139,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     heal.add_argument("--from-hosts", action="store_true",
                       help="also find our nft tables on the hosts themselves (when the ledger is lost or corrupt)")
     heal.add_argument("--dry-run", action="store_true", help="say what would be undone, undo nothing")
+    userns = sub.add_parser("userns", help="run a command in an unprivileged user namespace (no root needed)")
+    userns.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     faults = sub.add_parser("faults", help="list the faults in the ledger")
     faults.add_argument("--home", default="")
     faults.add_argument("--all", action="store_true", help="closed faults too")
@@ -151,6 +156,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _heal(args)
         if args.command == "faults":
             return _faults(args)
+        if args.command == "userns":
+            from .userns import run
+
+            return run(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)
     except ChaosSchedulerError as e:
         print(f"chaosscheduler: {e}", file=sys.stderr)
         return 2
