@@ -78,7 +78,10 @@ def kill_master(target: str = "leader", signal: str = "SIGKILL", duration: float
     Returns the fault record: ``id``, ``targets`` ([master]), ``was_leader``, ``leader_before``, ``pid``,
     ``started_at``, ``deadline``."""
     ctx = Context(configuration)
-    sig_name = _signal.Signals(procs.signal_number(signal)).name
+    try:
+        sig_name = _signal.Signals(procs.signal_number(signal)).name
+    except ValueError:
+        sig_name = ""
     if sig_name not in ("SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGSTOP"):
         raise ConfigurationError(f"argument 'signal' must be SIGKILL, SIGTERM, SIGINT, SIGQUIT or SIGSTOP, got {signal!r}")
     duration = number("duration", duration, 0, MAX_DURATION, low_open=True)
