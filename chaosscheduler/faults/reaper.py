@@ -3,19 +3,35 @@
     python -m chaosscheduler.faults.reaper --home HOME --fault ID
 
 It exits as soon as the fault is closed by someone else (rollback, control, heal), and is otherwise independent
-of the ``chaos`` process: killing that one with SIGKILL leaves the reaper to do its job.
+of the ``chaos`` process: killing that one with SIGKILL leaves the reaper to do its job. It keeps its own copy of
+the fault record, so a ledger that becomes unreadable (corrupt, deleted) does not stop it: it then undoes the
+fault from its copy.
 """
 
 import argparse
 import signal
 import sys
 import time
+from typing import Any, Dict, Optional
 
 from ..errors import ChaosSchedulerError
 from ..ledger import OPEN_STATES, Ledger
+from .base import fault_class
 from .lifecycle import undo
 
 CHECK_EVERY = 0.25
+
+
+def _log(fault_id: str, message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} reaper {fault_id}: {message}", flush=True)
+
+
+def _undo_from_copy(record: Dict[str, Any]) -> None:
+    from ..platforms import from_reference
+
+    platform = from_reference(record["platform"])
+    if platform.available() is None:
+        fault_class(record["kind"])(record).undo(platform)
 
 
 def main() -> int:
@@ -25,30 +41,48 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ledger = Ledger(args.home)
+    copy: Optional[Dict[str, Any]] = None
+    ledger_ok = True
+    started = time.monotonic()
     while True:
         try:
             record = ledger.get(args.fault)
+            copy, ledger_ok = record, True
         except ChaosSchedulerError as e:
-            print(f"reaper {args.fault}: {e}", flush=True)
-            return 1
-        if record.get("state") not in OPEN_STATES:
+            if copy is None:
+                if time.monotonic() - started > 30:  # never saw the record: nothing to undo
+                    _log(args.fault, f"no record to act on: {e}")
+                    return 1
+                time.sleep(CHECK_EVERY)
+                continue
+            if ledger_ok:
+                _log(args.fault, f"ledger unreadable ({e}); going on with my own copy of the fault")
+            record, ledger_ok = copy, False
+        if record.get("state") not in OPEN_STATES or record.get("deadline") is None:
             return 0
-        deadline = record.get("deadline")
-        if deadline is None:
-            return 0
-        left = deadline - time.time()
+        left = record["deadline"] - time.time()
         if left <= 0:
             break
         time.sleep(min(left, CHECK_EVERY))
+    deadline = record["deadline"]
     for attempt in range(20):
         try:
-            record = undo(ledger, args.fault, reason="expired")
-            print(f"reaper {args.fault}: {record['state']} {time.time() - deadline:.3f} s after the deadline",
-                  flush=True)
+            if ledger_ok:
+                record = undo(ledger, args.fault, reason="expired")
+                _log(args.fault, f"{record['state']} {time.time() - deadline:.3f} s after the deadline")
+            else:
+                _undo_from_copy(record)
+                _log(args.fault, f"undone from my copy {time.time() - deadline:.3f} s after the deadline; "
+                                 f"the ledger could not record it")
             return 0
         except Exception as e:  # keep trying: a transient failure must not leave the fault in place
-            print(f"reaper {args.fault}: undo failed ({e}); retrying", flush=True)
+            _log(args.fault, f"undo failed ({e}); retrying")
             time.sleep(min(0.5 * (attempt + 1), 5))
+            try:
+                ledger.get(args.fault)
+                ledger_ok = True
+            except ChaosSchedulerError:
+                ledger_ok = False
     return 1
 
 

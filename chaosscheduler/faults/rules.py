@@ -94,6 +94,6 @@ def tables_in_ruleset(listing: str) -> List[str]:
     found = []
     for line in listing.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "table" and parts[2].startswith(TABLE_PREFIX):
+        if len(parts) == 3 and parts[0] == "table" and parts[1] == "inet" and parts[2].startswith(TABLE_PREFIX):
             found.append(parts[2])
     return found
