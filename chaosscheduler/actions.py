@@ -125,11 +125,11 @@ def partition_workers(workers: str = "all", peers: str = "masters",
     choice("direction", direction, DIRECTIONS)
     duration = number("duration", duration, 0, MAX_DURATION, low_open=True)
     flag("dry_run", dry_run)
-    drop_share = 1.0
-    if mode == "loss":
-        drop_share = number("loss", loss, 0, 1, low_open=True)
+    # every argument is checked, whether or not the mode uses it: a wrong value is a mistake either way
+    loss = number("loss", loss, 0, 1, low_open=True)
+    latency_ms = number("latency_ms", latency_ms, 0, 60000, low_open=True)
+    drop_share = loss if mode == "loss" else 1.0
     if mode == "latency":
-        number("latency_ms", latency_ms, 0, 60000, low_open=True)
         reason = netem_available()
         if reason:
             raise ConfigurationError(reason)

@@ -1,6 +1,7 @@
 """What every activity needs: its settings, the platform, the ledger, argument checks, and the error boundary
 that turns our exceptions into one-line ``ActivityFailed`` messages."""
 
+import contextvars
 import functools
 import math
 import re
@@ -17,6 +18,8 @@ __all__ = ["Context", "boundary", "choice", "number", "names", "F"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# the running activity's Chaos Toolkit secrets (set by ``boundary``): handed to the platform, never stored or logged
+_SECRETS: contextvars.ContextVar = contextvars.ContextVar("chaosscheduler_secrets", default=None)
 
 
 class Context:
@@ -28,7 +31,7 @@ class Context:
     @property
     def platform(self) -> Platform:
         if self._platform is None:
-            self._platform = for_settings(self.settings)
+            self._platform = for_settings(self.settings, _SECRETS.get())
         return self._platform
 
     @property
@@ -41,6 +44,7 @@ def boundary(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _SECRETS.set(kwargs.get("secrets"))
         try:
             return func(*args, **kwargs)
         except ActivityFailed:
@@ -48,6 +52,8 @@ def boundary(func: F) -> F:
         except (ChaosSchedulerError, ValueError, TypeError) as e:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ActivityFailed(f"{func.__name__}: {message}") from e
+        finally:
+            _SECRETS.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
@@ -81,7 +87,7 @@ def names(name: str, value: Any) -> List[str]:
         items = list(value)
     else:
         raise ConfigurationError(f"argument '{name}' must be a name, a comma-separated list or a list, got {value!r}")
-    bad = [v for v in items if not isinstance(v, str) or not _NAME.match(v)]
+    bad = [v for v in items if not isinstance(v, str) or not _NAME.fullmatch(v)]
     if bad or not items:
         raise ConfigurationError(f"argument '{name}' holds invalid node name(s) {bad or items!r}: "
                                  f"letters, digits, '.', '_' and '-' only")

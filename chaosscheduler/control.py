@@ -7,10 +7,14 @@ Declare it once in an experiment::
 
 - ``testbed``: "auto" (default) starts the embedded cluster described by the configuration when it is not running
   and removes it afterwards; "keep" starts it if needed and leaves it running; "never" requires it to run already.
-  Ignored when the configuration targets another platform.
+  Several runs can share one cluster: each registers as a user, and a cluster started with "auto" is removed by
+  the last run to finish. Ignored when the configuration targets another platform.
 - ``warmup``: seconds of load the platform gets after start-up before the steady state is checked.
 - ``strict`` (default true): a steady state not met *before* the method, or one of our actions failing, makes the
   run "failed" (``chaos run`` exits 1). Chaos Toolkit alone reports both as "completed" and exits 0.
+- ``timeline`` (default true) and ``timeline_interval`` (default 0.2 s): sample the platform from the moment it is
+  ready until the run ends (``chaosscheduler.timeline``) and store the series in the journal under
+  ``"chaosscheduler"."timeline"``, for ``chaosscheduler report``.
 
 After the experiment, whatever its status (failed, interrupted, deviated), every fault this run recorded in the
 ledger is undone; the outcome is stored in the journal under ``"chaosscheduler"``.
@@ -24,10 +28,11 @@ from typing import Any, Dict, List, Optional
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 
-from . import config
+from . import config, timeline as _timeline
 from .errors import ChaosSchedulerError
 from .faults import undo_open
 from .ledger import Ledger
+from .testbed import users
 from .testbed import state as tb_state
 
 __all__ = ["configure_control", "before_experiment_control", "before_method_control",
@@ -39,16 +44,26 @@ _run: Dict[str, Any] = {}
 
 
 def configure_control(configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any) -> None:
+    _stop_recorder()
     _run.clear()
 
 
-def _options(testbed: str = "auto", warmup: float = 5.0, strict: bool = True, **_: Any) -> Dict[str, Any]:
+def _options(testbed: str = "auto", warmup: float = 5.0, strict: bool = True, timeline: bool = True,
+             timeline_interval: float = 0.2, **_: Any) -> Dict[str, Any]:
     if testbed not in TESTBED_MODES:
         raise InterruptExecution(f"chaosscheduler control: argument 'testbed' must be one of "
                                  f"{', '.join(TESTBED_MODES)}, got {testbed!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= 600:
         raise InterruptExecution(f"chaosscheduler control: argument 'warmup' must be 0-600 seconds, got {warmup!r}")
-    return {"testbed": testbed, "warmup": float(warmup), "strict": bool(strict)}
+    if not isinstance(timeline, bool):
+        raise InterruptExecution(f"chaosscheduler control: argument 'timeline' must be true or false, got "
+                                 f"{timeline!r}")
+    if isinstance(timeline_interval, bool) or not isinstance(timeline_interval, (int, float)) \
+            or not 0.05 <= timeline_interval <= 60:
+        raise InterruptExecution(f"chaosscheduler control: argument 'timeline_interval' must be 0.05-60 seconds, "
+                                 f"got {timeline_interval!r}")
+    return {"testbed": testbed, "warmup": float(warmup), "strict": bool(strict), "timeline": timeline,
+            "timeline_interval": float(timeline_interval)}
 
 
 def before_experiment_control(context: Experiment, configuration: Configuration = None, secrets: Secrets = None,
@@ -56,7 +71,7 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
     options = _options(**kwargs)
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     config.set_current_run(run_id)
-    _run.update(run_id=run_id, options=options, started_testbed=None, method_started=False, failed_actions=[],
+    _run.update(run_id=run_id, options=options, testbed=None, method_started=False, failed_actions=[],
                 started_at=time.time())
     try:
         settings = config.load(configuration)
@@ -65,38 +80,43 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
     _run["settings"] = settings
     if settings.platform == "testbed":
         _ensure_testbed(settings, options)
+    if options["timeline"]:
+        _run["recorder"] = _timeline.start_for(settings, run_id, options["timeline_interval"])
 
 
 def _ensure_testbed(settings: config.Settings, options: Dict[str, Any]) -> None:
+    """Start the embedded cluster if needed and register this run as one of its users. Several runs may share one
+    cluster; with testbed "auto" the last run to finish removes it, whoever started it."""
     from . import testbed
 
     spec = settings.cluster_spec()
-    if tb_state.exists(spec.state_dir):
-        problem = testbed.Testbed(spec.state_dir).healthy()
-        if problem:
-            raise InterruptExecution(f"chaosscheduler control: the embedded cluster {spec.name!r} exists but is not "
-                                     f"healthy ({problem}); 'chaosscheduler testbed down --name {spec.name}' "
-                                     f"removes it")
-        logger.info("chaosscheduler: using the running embedded cluster %r", spec.name)
-        return
-    if options["testbed"] == "never":
-        raise InterruptExecution(f"chaosscheduler control: the embedded cluster {spec.name!r} is not running and "
-                                 f"the control was told not to start it (testbed: never)")
-    logger.info("chaosscheduler: starting the embedded cluster %r (%d masters, %d workers)", spec.name,
-                spec.masters, spec.workers)
-    try:
-        tb = testbed.up(spec)
-    except ChaosSchedulerError as e:
-        raise InterruptExecution(f"chaosscheduler control: could not start the embedded cluster: {e}") from e
-    _run["started_testbed"] = tb.state_dir
-    if options["warmup"]:
-        started = time.monotonic()
-        while time.monotonic() - started < options["warmup"]:
+    started = False
+    if not tb_state.exists(spec.state_dir):
+        if options["testbed"] == "never":
+            raise InterruptExecution(f"chaosscheduler control: the embedded cluster {spec.name!r} is not running "
+                                     f"and the control was told not to start it (testbed: never)")
+        logger.info("chaosscheduler: starting the embedded cluster %r (%d masters, %d workers)", spec.name,
+                    spec.masters, spec.workers)
+        try:
+            testbed.up(spec)
+            started = True
+        except ChaosSchedulerError as e:
+            if not tb_state.exists(spec.state_dir):  # not a concurrent run that started it first
+                raise InterruptExecution(f"chaosscheduler control: could not start the embedded cluster: {e}") from e
+    tb = testbed.Testbed(spec.state_dir)
+    users.join(spec.state_dir, _run["run_id"], auto=started and options["testbed"] == "auto")
+    _run["testbed"] = spec.state_dir
+    if started and options["warmup"]:
+        begun = time.monotonic()
+        while time.monotonic() - begun < options["warmup"]:
             time.sleep(0.1)  # a deliberate period of load, not a synchronisation
-    problem = tb.healthy()
-    if problem:
-        raise InterruptExecution(f"chaosscheduler control: the embedded cluster is not healthy after warm-up: "
-                                 f"{problem}")
+    try:
+        tb.wait_healthy(timeout=30.0 if not started else 5.0)
+    except ChaosSchedulerError as e:
+        raise InterruptExecution(f"chaosscheduler control: the embedded cluster {spec.name!r} is not healthy: "
+                                 f"{e}") from e
+    if not started:
+        logger.info("chaosscheduler: using the running embedded cluster %r", spec.name)
 
 
 def before_method_control(context: Experiment, **kwargs: Any) -> None:
@@ -132,6 +152,8 @@ def after_experiment_control(context: Experiment, state: Journal, configuration:
     if reasons and journal.get("status") == "completed":
         journal["status"] = "failed"
     summary["failure_reasons"] = reasons
+    if _run.get("recorder"):
+        summary["timeline"] = _timeline.finish(_run.pop("recorder"))
     _stop_testbed(summary)
     journal["chaosscheduler"] = summary
     for reason in reasons:
@@ -152,11 +174,12 @@ def _strict_reasons(journal: Dict[str, Any]) -> List[str]:
 
 
 def _stop_testbed(summary: Dict[str, Any]) -> None:
-    state_dir = _run.get("started_testbed")
+    state_dir = _run.get("testbed")
     if not state_dir:
         return
-    if _run.get("options", {}).get("testbed") == "keep":
-        summary["testbed"] = {"kept": state_dir}
+    remaining = users.leave(state_dir, _run.get("run_id"))
+    if remaining or not users.auto_started(state_dir):
+        summary["testbed"] = {"kept": state_dir, "other_runs": remaining}
         return
     from . import testbed
 
@@ -172,5 +195,12 @@ def _fault_summary(record: Dict[str, Any]) -> Dict[str, Any]:
     return {k: record[k] for k in keys if k in record}
 
 
+def _stop_recorder() -> None:
+    recorder = _run.pop("recorder", None)
+    if recorder is not None:
+        recorder.stop()
+
+
 def cleanup_control(**kwargs: Any) -> None:
+    _stop_recorder()
     config.set_current_run(None)
