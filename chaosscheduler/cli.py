@@ -7,6 +7,7 @@
     chaosscheduler heal [--from-hosts] [--dry-run]
     chaosscheduler faults
     chaosscheduler userns -- COMMAND [ARGS...]     (non-root: run inside an unprivileged user namespace)
+    chaosscheduler report JOURNAL [JOURNAL...] [-o report.html] [--png chart.png] [--title T]
 """
 
 import argparse
@@ -133,6 +134,18 @@ def _faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    result = write_report(args.journals, args.output, title=args.title, png=args.png)
+    for problem in result["unreadable"]:
+        print(f"chaosscheduler report: skipped {problem}", file=sys.stderr)
+    print(f"report of {result['runs']} run(s) written to {result['output']}")
+    if result["png"]:
+        print(f"chart(s) as PNG ({result['png']['method']}): {', '.join(result['png']['files'])}")
+    return 1 if result["unreadable"] else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="chaosscheduler", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +161,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     faults.add_argument("--home", default="")
     faults.add_argument("--all", action="store_true", help="closed faults too")
     faults.add_argument("--json", action="store_true")
+    report = sub.add_parser("report", help="render journals as one self-contained HTML page with timeline charts")
+    report.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal(s) written by chaos run")
+    report.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument("--title", default="", help="page title (default: the experiment's, or 'N runs')")
+    report.add_argument("--png", default="", metavar="PATH",
+                        help="also write each run's timeline chart as PNG (cairosvg if installed, else chromium)")
     args = parser.parse_args(argv)
     try:
         if args.command == "testbed":
@@ -156,6 +175,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _heal(args)
         if args.command == "faults":
             return _faults(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "userns":
             from .userns import run
 

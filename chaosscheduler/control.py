@@ -81,7 +81,7 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
     if settings.platform == "testbed":
         _ensure_testbed(settings, options)
     if options["timeline"]:
-        _run["recorder"] = _timeline.start_for(settings, run_id, options["timeline_interval"])
+        _run["recorder"] = _timeline.start_for(settings, run_id, options["timeline_interval"], secrets)
 
 
 def _ensure_testbed(settings: config.Settings, options: Dict[str, Any]) -> None:
