@@ -104,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--runs must be at least 1")
 
     signal.signal(signal.SIGTERM, _interrupt)
-    home = tempfile.mkdtemp(prefix="csb", dir="/tmp")  # short: Unix socket paths are limited
+    # short: Unix socket paths are limited; CHAOSSCHEDULER_BENCH_TMP lets a test find what was left behind
+    home = tempfile.mkdtemp(prefix="csb", dir=os.environ.get("CHAOSSCHEDULER_BENCH_TMP") or "/tmp")
     os.environ["CHAOSSCHEDULER_HOME"] = home
     prefix = "b" + uuid.uuid4().hex[:5]
     results: List[Dict[str, float]] = []

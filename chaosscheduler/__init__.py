@@ -1,10 +1,7 @@
 """chaosscheduler: Chaos Toolkit activities that prove a master/worker scheduling platform survives the loss of
 its leader, a network partition and a lost worker."""
 
-from typing import List
-
-from chaoslib.discovery.discover import discover_actions, discover_probes, initialize_discovery_result
-from chaoslib.types import DiscoveredActivities, Discovery
+from typing import Any, Dict, List
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "discover"]
@@ -13,16 +10,24 @@ __all__ = ["__version__", "discover"]
 CATALOGUE = (("chaosscheduler.actions", "action"), ("chaosscheduler.probes", "probe"),
              ("chaosscheduler.rollbacks", "action"))
 
+# chaoslib is imported inside the functions, not here: every process of ours imports this package — each node of the
+# embedded cluster, each self-expiry reaper — and chaoslib's import alone costs ~70 ms of CPU (benchmarks/scale.py,
+# docs/performance.md)
 
-def discover(discover_system: bool = True) -> Discovery:
+
+def discover(discover_system: bool = True) -> Dict[str, Any]:
     """The activity catalogue for ``chaos discover chaosscheduler --no-install``."""
+    from chaoslib.discovery.discover import initialize_discovery_result
+
     discovery = initialize_discovery_result("chaosscheduler", __version__, "scheduler")
     discovery["activities"].extend(load_exported_activities())
     return discovery
 
 
-def load_exported_activities() -> List[DiscoveredActivities]:
-    activities: List[DiscoveredActivities] = []
+def load_exported_activities() -> List[Dict[str, Any]]:
+    from chaoslib.discovery.discover import discover_actions, discover_probes
+
+    activities: List[Dict[str, Any]] = []
     for module, kind in CATALOGUE:
         activities.extend(discover_probes(module) if kind == "probe" else discover_actions(module))
     return activities

@@ -32,6 +32,7 @@ _rng = random.SystemRandom()
 
 
 def _base_record(ctx: Context, action: str, kind: str, targets: List[str], duration: float) -> Dict[str, Any]:
+    kind = getattr(ctx.platform, "fault_kinds", {}).get(kind, kind)  # a platform may carry out a kind its own way
     return {"id": new_fault_id(), "kind": kind, "action": action, "targets": targets, "duration": duration,
             "platform": ctx.platform.reference(), "run_id": ctx.run_id, "created_at": time.time()}
 
@@ -51,7 +52,7 @@ def _cut_workers(ctx: Context) -> List[str]:
     """Workers already under an open network fault (they cannot be targeted again: faults are not stacked)."""
     cut = []
     for fault in ctx.ledger.open_faults(platform=ctx.platform.reference()):
-        if fault["kind"] in ("network", "latency"):
+        if fault["kind"] in ("network", "latency", "kubernetes-network"):
             cut += fault["targets"]
     return sorted(set(cut))
 
@@ -130,7 +131,7 @@ def partition_workers(workers: str = "all", peers: str = "masters",
     latency_ms = number("latency_ms", latency_ms, 0, 60000, low_open=True)
     drop_share = loss if mode == "loss" else 1.0
     if mode == "latency":
-        reason = netem_available()
+        reason = getattr(ctx.platform, "latency_capable", netem_available)()
         if reason:
             raise ConfigurationError(reason)
     _require_network(ctx)

@@ -101,7 +101,8 @@ def _print_status(status: Dict[str, Any]) -> None:
 def _heal(args: argparse.Namespace) -> int:
     from .heal import heal
 
-    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run)
+    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run,
+                  kubernetes_namespaces=args.kubernetes_namespace)
     verb = "would undo" if args.dry_run else "undone"
     for line in report["lines"]:
         print(line)
@@ -155,6 +156,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     heal.add_argument("--from-hosts", action="store_true",
                       help="also find our nft tables on the hosts themselves (when the ledger is lost or corrupt)")
     heal.add_argument("--dry-run", action="store_true", help="say what would be undone, undo nothing")
+    heal.add_argument("--kubernetes-namespace", action="append", default=[], metavar="NS",
+                      help="with --from-hosts: also look in this namespace for our NetworkChaos, NetworkPolicies "
+                           "and pod labels (kubeconfig or KUBERNETES_* environment)")
     userns = sub.add_parser("userns", help="run a command in an unprivileged user namespace (no root needed)")
     userns.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     faults = sub.add_parser("faults", help="list the faults in the ledger")

@@ -17,6 +17,7 @@ from .platforms import Platform, for_settings
 __all__ = ["Context", "boundary", "choice", "number", "names", "F"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_MESSAGE = 500  # characters of an error message, after the activity's name
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # the running activity's Chaos Toolkit secrets (set by ``boundary``): handed to the platform, never stored or logged
 _SECRETS: contextvars.ContextVar = contextvars.ContextVar("chaosscheduler_secrets", default=None)
@@ -51,6 +52,8 @@ def boundary(func: F) -> F:
             raise
         except (ChaosSchedulerError, ValueError, TypeError) as e:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if len(message) > MAX_MESSAGE:  # a hostile argument echoed back must not flood the journal
+                message = message[:MAX_MESSAGE - 25] + f"... ({len(message)} characters)"
             raise ActivityFailed(f"{func.__name__}: {message}") from e
         finally:
             _SECRETS.reset(token)
@@ -65,7 +68,8 @@ def choice(name: str, value: Any, allowed: Sequence[str]) -> str:
 
 
 def number(name: str, value: Any, low: float, high: float, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                         and math.isnan(value)):
         raise ConfigurationError(f"argument '{name}' must be a number, got {value!r}")
     if value < low or value > high or (low_open and value == low):
         interval = f"{'(' if low_open else '['}{low}, {high}]"

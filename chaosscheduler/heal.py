@@ -30,7 +30,8 @@ def hosts_to_scan(home: str) -> List[LocalHost]:
     return hosts
 
 
-def heal(home: Optional[str] = None, from_hosts: bool = False, dry_run: bool = False) -> Dict[str, Any]:
+def heal(home: Optional[str] = None, from_hosts: bool = False, dry_run: bool = False,
+         kubernetes_namespaces: Optional[List[str]] = None) -> Dict[str, Any]:
     home = home or default_home()
     ledger = Ledger(home)
     report: Dict[str, Any] = {"undone": [], "tables": [], "errors": [], "lines": []}
@@ -63,6 +64,12 @@ def heal(home: Optional[str] = None, from_hosts: bool = False, dry_run: bool = F
                         host.run(["nft", "delete", "table", "inet", table], timeout=15)
                     except CommandError as e:
                         report["errors"].append(f"{host.name}: {e}")
+        from .faults.kubernetes import heal_cluster  # objects of ours in Kubernetes, found by their labels
+
+        found = heal_cluster(ledger, kubernetes_namespaces or [], dry_run)
+        report["tables"] += found["found"]
+        report["errors"] += found["errors"]
+        report["lines"] += [f"{'found' if dry_run else 'removing'} {item}" for item in found["found"]]
         if not dry_run:
             for pid in procs.pids_with_marker(f"reaper:{home}"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -29,6 +29,7 @@ CUT_ACTIONS = ["isolate_worker", "partition_workers"]
 
 def _fault(ctx: Context, actions: List[str], fault_id: str,
            accept: Callable[[Dict[str, Any]], bool] = lambda f: True) -> Optional[Dict[str, Any]]:
+    ctx.platform  # a platform that is not running is an error, not a neutral value
     if not isinstance(fault_id, str):
         raise ChaosSchedulerError(f"argument 'fault_id' must be a fault id string, got {fault_id!r}")
     if fault_id:
@@ -42,6 +43,11 @@ def _fault(ctx: Context, actions: List[str], fault_id: str,
     return candidates[-1] if candidates else None
 
 
+def _forms(ctx: Context) -> Any:
+    """The platform's metrics forms (Prometheus) when it answers from metrics instead of records, else None."""
+    return getattr(ctx.platform, "metrics", None)
+
+
 def _remember(ctx: Context, fault: Dict[str, Any], probe: str, measurement: Dict[str, Any]) -> None:
     def store(record: Dict[str, Any]) -> None:
         record.setdefault("measurements", {})[probe] = measurement
@@ -51,7 +57,7 @@ def _remember(ctx: Context, fault: Dict[str, Any], probe: str, measurement: Dict
 
 def _recalled(fault: Dict[str, Any], probe: str) -> Optional[float]:
     measurement = fault.get("measurements", {}).get(probe)
-    return None if measurement is None else measurement["value"]
+    return None if measurement is None else round(measurement["value"], 6)  # as the first answer was rounded
 
 
 def _cut_from_registry(fault: Dict[str, Any]) -> bool:
@@ -101,6 +107,12 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
     same_clock = getattr(ctx.platform, "same_clock", False)
     if same_clock and since and t0 <= since <= now:
         value, resolution = since - t0, "the new leader's own election timestamp"
+        if info.get("leader_source"):
+            resolution = (f"{info['leader_source']} leader source's timestamp of the new leader, resolution "
+                          f"{info.get('resolution', 0):.3f} s")
+    elif info.get("leader_source"):
+        value = observed
+        resolution = f"{info['leader_source']} leader source, resolution {info.get('resolution', 0):.3f} s"
     else:
         value, resolution = observed, f"poll every {ctx.settings.poll_interval} s"
     _remember(ctx, fault, "leader_election_time",
@@ -137,6 +149,12 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
     if recalled is not None:
         return recalled
     t0, targets = fault["started_at"], set(fault["targets"])
+    forms = _forms(ctx)
+    if forms is not None:
+        measured = forms.detection_time(t0, sorted(targets), timeout, ctx.settings.poll_interval)
+        _remember(ctx, fault, "worker_failure_detection_time", measured)
+        logger.info("worker_failure_detection_time: %.3f s (%s)", measured["value"], measured["resolution"])
+        return round(measured["value"], 6)
     deadline = Deadline(max(0.0, timeout - (time.time() - t0)))
     seen: Dict[str, float] = {}
     while True:
@@ -146,7 +164,9 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
                 declared = _declared_after(worker, t0)
                 if declared is not None:
                     seen[worker["name"]] = declared - t0
-                elif not worker["alive"]:
+                elif not worker["alive"] and worker.get("dead_declarations") is None \
+                        and worker.get("declared_dead_at") is None:
+                    # only a platform that keeps no declarations: there a lost heartbeat is all we can see
                     seen[worker["name"]] = now - t0
         if set(seen) >= targets:
             value = max(seen.values())
@@ -185,6 +205,16 @@ def rescheduling_success_rate(deadline: float = 60.0, fault_id: str = "", config
                        ", ".join(fault["targets"]))
         return 1.0
     t0, targets = fault["started_at"], set(fault["targets"])
+    forms = _forms(ctx)
+    if forms is not None:
+        moves = forms.rescheduling(t0, sorted(targets), len(lost), t0 + deadline, ctx.settings.poll_interval)
+        moved = moves["times"]
+        drained = forms.wait_drained(t0 + max(moved), t0 + deadline, ctx.settings.poll_interval) if moved else None
+        done = len(moved) if drained is not None else 0
+        logger.info("rescheduling_success_rate: %d of %d lost tasks (%d may have finished before the cut) "
+                    "rescheduled, and run elsewhere by %s, within %.0f s (%s)", len(moved), len(lost),
+                    moves["allowance"], f"{drained - t0:.1f} s" if drained else "never", deadline, forms.resolution())
+        return round(min(1.0, done / moves["expected"]), 6)
     until = Deadline(max(0.0, t0 + deadline - time.time()))
 
     def succeeded(task: Dict[str, Any]) -> bool:
@@ -219,6 +249,16 @@ def rescheduling_latency(quantile: float = 0.95, timeout: float = 60.0, fault_id
         logger.info("rescheduling_latency: no task had to be rescheduled in this run")
         return 0.0
     t0, targets = fault["started_at"], set(fault["targets"])
+    forms = _forms(ctx)
+    if forms is not None:
+        moves = forms.rescheduling(t0, sorted(targets), len(lost), t0 + timeout, ctx.settings.poll_interval)
+        moved = moves["times"]
+        waited = time.time() - t0
+        values = sorted(moved + [waited] * max(0, moves["expected"] - len(moved)))
+        value = values[min(len(values) - 1, max(0, math.ceil(quantile * len(values)) - 1))]
+        logger.info("rescheduling_latency: p%g = %.3f s over %d tasks (%s)", quantile * 100, value, len(values),
+                    forms.resolution())
+        return round(value, 6)
     deadline = Deadline(max(0.0, timeout - (time.time() - t0)))
     while True:
         latencies: Dict[str, float] = {}
@@ -247,6 +287,11 @@ def job_submission_success_rate(window: float = 60.0, configuration: Configurati
     window (is the load generator running?)."""
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
+    forms = _forms(ctx)
+    if forms is not None:
+        measured = forms.submission_success(window)
+        logger.info("job_submission_success_rate: %s", measured)
+        return round(measured["value"], 6)
     subs = ctx.platform.submissions(since=time.time() - window)
     if not subs:
         raise ChaosSchedulerError(f"no job was submitted in the last {window:g} s: is the load generator running?")
@@ -263,6 +308,11 @@ def task_execution_success_rate(window: float = 60.0, settle: float = 30.0, conf
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
     settle = number("settle", settle, 0, 3600)
+    forms = _forms(ctx)
+    if forms is not None:
+        measured = forms.task_success(window, settle, ctx.settings.poll_interval)
+        logger.info("task_execution_success_rate: %s", measured)
+        return measured["value"]
     cutoff = time.time()  # judge the tasks submitted so far; later ones are not waited for
     since = cutoff - window
     deadline = Deadline(settle)
@@ -288,6 +338,12 @@ def scheduling_interruption(window: float = 120.0, configuration: Configuration 
     leader is waiting work) or a task becomes pending, until that task is assigned. 0.0 when nothing waited."""
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
+    forms = _forms(ctx)
+    if forms is not None:
+        measured = forms.interruption(window)
+        logger.info("scheduling_interruption: longest stall %.3f s in the last %g s (%s)", measured["value"], window,
+                    measured["resolution"])
+        return measured["value"]
     now = time.time()
     since = now - window
     tasks = ctx.platform.tasks(since=since - 3600)
@@ -326,6 +382,11 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, configuration: C
     ctx = Context(configuration)
     window = number("window", window, 0, 86400)
     settle = number("settle", settle, 0, 3600)
+    forms = _forms(ctx)
+    if forms is not None:
+        measured = forms.consistency(window, settle, ctx.settings.poll_interval)
+        logger.info("data_consistency: %s", measured)
+        return measured
     cutoff = time.time()  # judge the tasks accepted so far; later ones are not waited for
     since = cutoff - window if window else 0.0
     accepted_ids: set = set()
@@ -371,6 +432,11 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, fault
     for other in ctx.ledger.all():
         if other.get("run_id") == ctx.run_id and other.get("started_at") and _cut_from_registry(other):
             excused |= set(other["targets"])
+    forms = _forms(ctx)
+    if forms is not None:
+        measured = forms.wrongly_declared(start, end, sorted(excused))
+        logger.info("heartbeat_detection_accuracy: %s", measured)
+        return measured["value"]
     workers = ctx.platform.workers()
     wrong = sorted(w["name"] for w in workers if w["name"] not in excused
                    and any(start <= t <= end for t in (w.get("dead_declarations") or [])))

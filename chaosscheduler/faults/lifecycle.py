@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import procs
+from .._files import write_json_atomic
 from ..errors import ChaosSchedulerError, FaultError
 from ..ledger import OPEN_STATES, Ledger
 from .base import fault_class
@@ -30,8 +31,15 @@ def _platform_for(record: Dict[str, Any]) -> Any:
     return from_reference(record["platform"])
 
 
-def spawn_reaper(ledger: Ledger, fault_id: str) -> Dict[str, Any]:
+def copy_path(home: str, fault_id: str) -> str:
+    """The reaper's own copy of its fault, written before it starts: it needs no readable ledger, ever."""
+    return os.path.join(home, "reapers", f"{fault_id}.json")
+
+
+def spawn_reaper(ledger: Ledger, fault_id: str, record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     log = os.path.join(ledger.home, "reapers", f"{fault_id}.log")
+    if record is not None:
+        write_json_atomic(copy_path(ledger.home, fault_id), record)
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -49,7 +57,7 @@ def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
         record = dict(record, deadline=time.time() + record["duration"])
     record = ledger.record(record)
     if record.get("deadline") is not None:
-        record = ledger.update(record["id"], reaper=dict(spawn_reaper(ledger, record["id"])))
+        record = ledger.update(record["id"], reaper=dict(spawn_reaper(ledger, record["id"], record)))
     if before_inject:
         before_inject()
     started_at = time.time()

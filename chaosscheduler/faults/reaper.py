@@ -4,8 +4,9 @@
 
 It exits as soon as the fault is closed by someone else (rollback, control, heal), and is otherwise independent
 of the ``chaos`` process: killing that one with SIGKILL leaves the reaper to do its job. It keeps its own copy of
-the fault record, so a ledger that becomes unreadable (corrupt, deleted) does not stop it: it then undoes the
-fault from its copy.
+the fault record (``<home>/reapers/<id>.json``, written before it starts), so a ledger that becomes unreadable
+(corrupt, deleted) — even before the reaper first read it — does not stop it: it then undoes the fault from its
+copy.
 """
 
 import argparse
@@ -14,10 +15,11 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
+from .._files import read_json
 from ..errors import ChaosSchedulerError
 from ..ledger import OPEN_STATES, Ledger
 from .base import fault_class
-from .lifecycle import undo
+from .lifecycle import copy_path, undo
 
 CHECK_EVERY = 0.25
 
@@ -42,6 +44,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ledger = Ledger(args.home)
     copy: Optional[Dict[str, Any]] = None
+    try:  # the copy written before this process started: the ledger may be unreadable from the first moment
+        copy = read_json(copy_path(args.home, args.fault))
+    except (OSError, ValueError):
+        copy = None
     ledger_ok = True
     started = time.monotonic()
     while True:

@@ -218,9 +218,26 @@ class Testbed:
                                    f"nodes: {', '.join(sorted(nodes))}")
             if self.is_running(name):
                 raise TestbedError(f"{name} is already running (pid {self.process(name)['pid']})")
-            self._start(nodes[name], record)
+            orphan = self._unrecorded(name)
+            if orphan:  # its starter died between starting it and recording it: adopt it, never start a second
+                record.setdefault("processes", {})[name] = dict(orphan, started_at=time.time())
+                state.save(self.state_dir, record)
+            else:
+                self._start(nodes[name], record)
         self.wait_node(name, wait)
         return self.process(name)
+
+    def _unrecorded(self, name: str) -> Optional[procs.ProcessRecord]:
+        """A live process of node ``name`` that cluster.json does not name, found by the cluster's marker."""
+        for pid in procs.pids_with_marker(self.state_dir):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    argv = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if b"--name" in argv[:-1] and argv[argv.index(b"--name") + 1] == name.encode():
+                return procs.ProcessRecord.of(pid)
+        return None
 
     def wait_node(self, name: str, timeout: float = 10.0) -> None:
         node = self.nodes[name]
@@ -313,6 +330,10 @@ def up(spec: Optional[ClusterSpec] = None, replace: bool = False, timeout: float
     nodes = layout(spec, mode, _free_ports(ports_needed(spec)) if mode == "loopback" else None)
     tb = Testbed(state_dir)
     with state.lock(state_dir):
+        leftovers = _leftovers(spec)  # again, under the lock: a concurrent up() may have created it meanwhile
+        if leftovers:
+            raise TestbedError(f"a cluster named {spec.name!r} already exists ({'; '.join(leftovers[:3])}): "
+                               f"another process started it just now")
         os.makedirs(os.path.join(state_dir, "sock"), exist_ok=True)
         os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
         switch = network.switch_name(spec.name) if mode == "netns" else None
@@ -325,6 +346,10 @@ def up(spec: Optional[ClusterSpec] = None, replace: bool = False, timeout: float
                 network.create(spec.name, nodes)
             for node in nodes:
                 tb._start(node, record)
+            if spec.sshd or spec.prometheus:
+                from . import remote
+
+                remote.start(state_dir, record, nodes, mode)
         except Exception:
             _teardown(state_dir, record)
             raise

@@ -74,6 +74,8 @@ class ClusterSpec:
     campaign: bool = True           # False: only master-1 ever stands for election (no failover)
     network: str = "auto"           # auto | netns | loopback
     home: str = ""                  # state home; "" = default_home()
+    sshd: bool = False              # an sshd in every node's namespace (the cluster as remote hosts; netns only)
+    prometheus: bool = False        # a Prometheus scraping every node, in the switch namespace (netns only)
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> "ClusterSpec":
@@ -107,6 +109,11 @@ class ClusterSpec:
         if self.network not in NETWORK_MODES:
             raise ConfigurationError(f"testbed setting 'network' must be one of {', '.join(NETWORK_MODES)}, "
                                      f"got {self.network!r}")
+        _bool("sshd", self.sshd)
+        _bool("prometheus", self.prometheus)
+        if (self.sshd or self.prometheus) and self.network == "loopback":
+            raise ConfigurationError("testbed settings 'sshd' and 'prometheus' need network namespaces "
+                                     "(network 'netns' or 'auto' as root)")
         if not isinstance(self.home, str):
             raise ConfigurationError(f"testbed setting 'home' must be a path, got {self.home!r}")
 
