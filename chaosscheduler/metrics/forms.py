@@ -96,8 +96,14 @@ class MetricsForms:
         return sorted(by_time.items())
 
     def _increase(self, name: str, start: float, end: float) -> float:
-        return sum(counter_increase(values) for _, values in
-                   self.prometheus.series(self._query(name), start, end, self.step))
+        """The increase of a counter query; a series that appears inside the window (a process started, or was
+        first scraped, then) counts from zero, as counters do."""
+        total = 0.0
+        for _, values in self.prometheus.series(self._query(name), start, end, self.step):
+            total += counter_increase(values)
+            if values and values[0][0] > start + 2 * self.interval:
+                total += values[0][1]
+        return total
 
     def _rate(self, name: str, start: float, end: float) -> float:
         """Per-second increase of a counter query over the time its samples actually cover (a young platform has
