@@ -2,7 +2,7 @@
 """Measurement error: how far `leader_election_time` and `worker_failure_detection_time` are from the ground truth,
 next to a naive 1 s poll and the reference article's 30 s poll, in the same runs.
 
-    python benchmarks/accuracy.py             # 20 runs on one embedded cluster (about 4 minutes)
+    python benchmarks/accuracy.py             # 20 runs on one embedded cluster (about 3 minutes)
     python benchmarks/accuracy.py --quick     # 2 runs, for a smoke check
     python benchmarks/accuracy.py --runs 50 --seed 7
 

@@ -2,8 +2,8 @@
 """Injection and heal latency: kill_master, partition_workers and isolate_worker on the embedded cluster, and our
 nft tables against one `iptables` process per rule for 1 to 1,000 peer addresses, in the same run.
 
-    python benchmarks/latency.py              # 10 runs of each action; 1, 10, 100, 1000 peers (about 4 minutes,
-                                              # most of it iptables at 1,000 peers)
+    python benchmarks/latency.py              # 10 runs of each action; 1, 10, 100, 1000 peers (about 2 minutes,
+                                              # half of it iptables at 1,000 peers)
     python benchmarks/latency.py --quick      # 2 runs; 1, 10, 100 peers, iptables up to 10 peers
     python benchmarks/latency.py --sizes 1,10,100,1000,10000 --iptables-max 100
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every benchmark, one after the other, and print their tables.
 
-    python benchmarks/run_all.py                  # the full set (about 20 minutes on 2 cores)
+    python benchmarks/run_all.py                  # the full set (about 14 minutes on 2 cores)
     python benchmarks/run_all.py --quick          # every script with --quick (about 2 minutes): a smoke check
     python benchmarks/run_all.py --only accuracy,latency --out /tmp/bench
 

@@ -2,7 +2,7 @@
 """Scale of the embedded cluster: the largest worker count that still starts healthy in under 10 s on this
 machine, and leader failover / worker failure detection at each size.
 
-    python benchmarks/scale.py                      # 4, 8, 16, 32, 48, 64, 96, 128 workers until one misses
+    python benchmarks/scale.py                      # 4, 8, ... 128 workers until one misses (about 4 minutes)
     python benchmarks/scale.py --quick              # 4 workers, one fault of each kind
     python benchmarks/scale.py --sizes 24,40 --runs 5
 
