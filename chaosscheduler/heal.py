@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 from . import procs
 from .errors import ChaosSchedulerError, LedgerError
 from .faults import undo_open
+from .faults.network import latency_leftovers, remove_latency_chain
 from .faults.rules import tables_in_ruleset
 from .hosts import CommandError, LocalHost, NetnsHost
 from .ledger import Ledger
@@ -64,6 +65,13 @@ def heal(home: Optional[str] = None, from_hosts: bool = False, dry_run: bool = F
                         host.run(["nft", "delete", "table", "inet", table], timeout=15)
                     except CommandError as e:
                         report["errors"].append(f"{host.name}: {e}")
+            # the NFQUEUE latency fallback lives in iptables chains csq-<id>, jumped to by a tagged rule
+            saved = host.run(["iptables-save", "-t", "filter"], timeout=15, check=False).stdout
+            for hook, fault_id in latency_leftovers(saved):
+                report["tables"].append(f"{host.name}:csq-{fault_id}")
+                report["lines"].append(f"{'found' if dry_run else 'removing'} chain csq-{fault_id} on {host.name}")
+                if not dry_run:
+                    remove_latency_chain(host, hook, fault_id)
         from .faults.kubernetes import heal_cluster  # objects of ours in Kubernetes, found by their labels
 
         found = heal_cluster(ledger, kubernetes_namespaces or [], dry_run)

@@ -159,7 +159,7 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
     seen: Dict[str, float] = {}
     while True:
         now = time.time()
-        for worker in ctx.platform.workers():
+        for worker in ctx.platform.worker_states():
             if worker["name"] in targets and worker["name"] not in seen:
                 declared = _declared_after(worker, t0)
                 if declared is not None:
@@ -437,7 +437,7 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, fault
         measured = forms.wrongly_declared(start, end, sorted(excused))
         logger.info("heartbeat_detection_accuracy: %s", measured)
         return measured["value"]
-    workers = ctx.platform.workers()
+    workers = ctx.platform.worker_states()
     wrong = sorted(w["name"] for w in workers if w["name"] not in excused
                    and any(start <= t <= end for t in (w.get("dead_declarations") or [])))
     judged = [w for w in workers if w["name"] not in excused]
@@ -459,7 +459,7 @@ def cluster_health(configuration: Configuration = None, secrets: Secrets = None)
     running = [m for m in masters if platform.is_running(m)]
     claims = platform.leader_claims() if hasattr(platform, "leader_claims") else []
     leader = platform.leader().get("leader")
-    workers = platform.workers()
+    workers = platform.worker_states()
     alive = [w["name"] for w in workers if w["alive"]]
     problems = []
     if not leader:

@@ -70,7 +70,7 @@ def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
     started = time.monotonic()
     if workers:
         def back() -> bool:
-            alive = {w["name"] for w in ctx.platform.workers() if w["alive"]}
+            alive = {w["name"] for w in ctx.platform.worker_states() if w["alive"]}
             return set(workers) <= alive
 
         try:

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import FaultError
 from ..hosts import CommandError
@@ -293,11 +293,8 @@ class LatencyFault(Fault):
         removed, gone, errors = [], [], []
         for target in self.record["targets"]:
             host = platform.host(target)
-            results = []
             try:
-                for argv in (["iptables", "-w", "-D", hook, "-m", "comment", "--comment", f"chaosscheduler {fault_id}",
-                              "-j", chain], ["iptables", "-w", "-F", chain], ["iptables", "-w", "-X", chain]):
-                    results.append(host.run(argv, timeout=15, check=False))
+                results = remove_latency_chain(host, hook, fault_id)
                 created = (self.record.get("created_base") or {}).get(target)
                 if created:  # the base chain (table) made for our jump goes too, if nothing else is in it
                     host.run(["nft", "delete", "chain", "ip", "filter", hook], timeout=15, check=False)
@@ -322,6 +319,29 @@ class LatencyFault(Fault):
         if errors:
             raise FaultError(f"could not remove chain {chain} from {'; '.join(errors)}")
         return {"removed_from": removed, "already_gone": gone}
+
+
+_JUMP = re.compile(r'^-A (INPUT|OUTPUT) .*--comment "?chaosscheduler (f[a-z0-9]+)"? -j (csq-f[a-z0-9]+)\s*$')
+
+
+def latency_leftovers(iptables_save: str) -> List[Tuple[str, str]]:
+    """``(hook, fault id)`` of every jump to a latency chain of ours in ``iptables-save`` output: the kernel as
+    the record for ``heal --from-hosts`` when the ledger is lost."""
+    found = []
+    for line in iptables_save.splitlines():
+        match = _JUMP.match(line.strip())
+        if match and match.group(3) == _chain(match.group(2)):
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+def remove_latency_chain(host: Any, hook: str, fault_id: str) -> List[Any]:
+    """Delete our jump (by its exact spec), then empty and delete our own chain ``csq-<id>``; nothing else. Returns
+    each command's result (a missing rule or chain is not an error here: the caller judges)."""
+    chain = _chain(fault_id)
+    return [host.run(argv, timeout=15, check=False) for argv in (
+        ["iptables", "-w", "-D", hook, "-m", "comment", "--comment", f"chaosscheduler {fault_id}", "-j", chain],
+        ["iptables", "-w", "-F", chain], ["iptables", "-w", "-X", chain])]
 
 
 def _wait_bound(host: Any, queue: int, timeout: float = 15.0) -> None:

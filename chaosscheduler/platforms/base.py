@@ -40,6 +40,11 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     def workers(self) -> List[Dict[str, Any]]: ...
 
+    def worker_states(self) -> List[Dict[str, Any]]:
+        """Like :meth:`workers` without the running tasks, for probes that poll fast; platforms for which that is
+        cheaper override it."""
+        return self.workers()
+
     @abc.abstractmethod
     def is_running(self, node: str) -> bool: ...
 

@@ -85,6 +85,9 @@ class TestbedPlatform(Platform):
     def workers(self) -> List[Dict[str, Any]]:
         return self.tb.workers()
 
+    def worker_states(self) -> List[Dict[str, Any]]:
+        return self.tb.workers(running=False)
+
     def tasks(self, since: float = 0.0) -> List[Dict[str, Any]]:
         return self.tb.tasks(since)
 

@@ -467,10 +467,12 @@ class Master:
         return 200, {"leader": data["name"], "since": data["since"], "term": meta.create_revision}
 
     def api_workers(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        """Every worker's registration and status; ``?running=0`` skips reading every task (the running lists
+        stay empty), which makes the answer cheap enough to poll every few milliseconds."""
         try:
             registered = {json.loads(v)["name"]: json.loads(v) for v, _ in self.etcd.get_prefix(WORKERS)}
             statuses = {json.loads(v)["name"]: json.loads(v) for v, _ in self.etcd.get_prefix(STATUS)}
-            tasks = [json.loads(v) for v, _ in self.etcd.get_prefix(TASKS)]
+            tasks = [] if query.get("running") == "0" else [json.loads(v) for v, _ in self.etcd.get_prefix(TASKS)]
         except Exception as e:
             return 503, {"error": f"registry unreachable from {self.name}: {e}"}
         names = sorted(set(registered) | set(statuses) | {n.name for n in self.rt.by_role("worker")})
