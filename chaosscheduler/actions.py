@@ -114,8 +114,9 @@ def partition_workers(workers: str = "all", peers: str = "masters",
     JSON list).
     ``peers``: "masters" (default: the split between masters and workers), "registry" (the heartbeat store), "all"
     (every other node) or node names. ``mode``: "drop" (a partition), "loss" (drop ``loss`` of the packets at
-    random, 0 < loss <= 1) or "latency" (add ``latency_ms``; needs tc netem in the kernel, refused clearly
-    otherwise). ``direction``: "both", "to" (workers → peers only) or "from" (peers → workers only).
+    random, 0 < loss <= 1) or "latency" (add ``latency_ms``: tc netem where the kernel has it, else, on this
+    machine's namespaces, an NFQUEUE delay process; the record holds the delay actually measured; refused with the
+    reason where neither works). ``direction``: "both", "to" (workers → peers only) or "from" (peers → workers only).
     ``duration``: seconds until the fault undoes itself (kernel timeout + reaper), even if this run has died.
 
     A drop partition may not cut off every worker unless configuration ``chaosscheduler_max_worker_share`` allows
