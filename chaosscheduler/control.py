@@ -23,7 +23,7 @@ ledger is undone; the outcome is stored in the journal under ``"chaosscheduler"`
 import logging
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Journal, Secrets

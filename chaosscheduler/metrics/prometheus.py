@@ -7,7 +7,7 @@
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import ChaosSchedulerError
+from ..errors import ChaosSchedulerError, ConfigurationError
 from .transport import session
 
 __all__ = ["Prometheus", "PrometheusError", "Series"]
@@ -108,3 +108,17 @@ def _seconds(text: str) -> Optional[float]:
         found = True
         total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
     return total if found else None
+
+
+def for_description(base_url: str, metrics: Dict[str, Any], secrets: Dict[str, Any], key: str,
+                    netns: Optional[str] = None) -> "Prometheus":
+    """The client a platform description's ``metrics`` block asks for; its bearer token comes from the activity's
+    secrets by name (``token_secret``), never from the description itself."""
+    token = None
+    if metrics.get("token_secret"):
+        token = secrets.get(metrics["token_secret"])
+        if not token:
+            raise ConfigurationError(f"{key}.metrics.token_secret: secret {metrics['token_secret']!r} is not "
+                                     f"among this activity's secrets")
+    return Prometheus(base_url, timeout=metrics["timeout"], headers=metrics["headers"], token=token, netns=netns,
+                      scrape_interval=metrics.get("scrape_interval"))

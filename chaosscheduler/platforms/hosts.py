@@ -83,18 +83,10 @@ class HostsPlatform(Platform):
     @property
     def prometheus(self) -> Any:
         if self._prometheus is None and self.prometheus_base_url:
-            from ..metrics.prometheus import Prometheus
+            from ..metrics.prometheus import for_description
 
-            m = self.description["metrics"]
-            token = None
-            if m.get("token_secret"):
-                token = self.secrets.get(m["token_secret"])
-                if not token:
-                    raise ConfigurationError(f"chaosscheduler_hosts.metrics.token_secret: secret "
-                                             f"{m['token_secret']!r} is not among this activity's secrets")
-            self._prometheus = Prometheus(self.prometheus_base_url, timeout=m["timeout"], headers=m["headers"],
-                                          token=token, netns=self.description.get("connect_netns"),
-                                          scrape_interval=m.get("scrape_interval"))
+            self._prometheus = for_description(self.prometheus_base_url, self.description["metrics"], self.secrets,
+                                               "chaosscheduler_hosts", netns=self.description.get("connect_netns"))
         return self._prometheus
 
     @property

@@ -179,17 +179,10 @@ class KubernetesPlatform(Platform):
     @property
     def prometheus(self) -> Any:
         if self._prometheus is None and self.prometheus_base_url:
-            from ..metrics.prometheus import Prometheus
+            from ..metrics.prometheus import for_description
 
-            m = self.description["metrics"]
-            token = None
-            if m.get("token_secret"):
-                token = self.secrets.get(m["token_secret"])
-                if not token:
-                    raise ConfigurationError(f"{KEY}.metrics.token_secret: secret {m['token_secret']!r} is not "
-                                             f"among this activity's secrets")
-            self._prometheus = Prometheus(self.prometheus_base_url, timeout=m["timeout"], headers=m["headers"],
-                                          token=token, scrape_interval=m.get("scrape_interval"))
+            self._prometheus = for_description(self.prometheus_base_url, self.description["metrics"], self.secrets,
+                                               KEY)
         return self._prometheus
 
     @property

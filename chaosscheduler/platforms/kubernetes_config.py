@@ -9,9 +9,10 @@ canonical string the list calls take.
 """
 
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigurationError
+from .schema import Schema
 
 __all__ = ["parse_kubernetes", "parse_selector", "negated_requirements", "KILL_MODES", "NETWORK_MODES",
            "LEADER_SOURCES", "KEY", "DOC"]
@@ -33,31 +34,8 @@ _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _REQUIREMENT = re.compile(r"^\s*(!?)\s*([^\s=!()]+)\s*(?:(==|=|!=)\s*([^\s=!(),]*)|\s+(in|notin)\s*\(([^()]*)\))?\s*$")
 
 
-def _fail(where: str, message: str) -> ConfigurationError:
-    return ConfigurationError(f"{KEY}.{where}: {message} (see {DOC})")
-
-
-def _mapping(where: str, value: Any, allowed: set) -> Dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(where, f"must be an object, got {value!r}")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise _fail(where, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
-    return dict(value)
-
-
-def _number(where: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise _fail(where, f"must be a number from {low} to {high}, got {value!r}")
-    return float(value)
-
-
-def _choice(where: str, value: Any, allowed: Tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise _fail(where, f"must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+_schema = Schema(KEY, DOC)
+_fail, _mapping, _number, _choice = _schema.fail, _schema.mapping, _schema.number, _schema.choice
 
 
 def _namespace(where: str, value: Any) -> str:
