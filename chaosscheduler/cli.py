@@ -37,6 +37,8 @@ def _testbed_parser(sub: Any) -> None:
     up.add_argument("--no-reschedule", action="store_true", help="broken knob: never re-run a lost worker's tasks")
     up.add_argument("--no-campaign", action="store_true", help="broken knob: followers never take over")
     up.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto")
+    up.add_argument("--sshd", action="store_true", help="an sshd in every node's namespace (the cluster as hosts)")
+    up.add_argument("--prometheus", action="store_true", help="a Prometheus scraping every node")
     up.add_argument("--replace", action="store_true", help="remove an existing cluster of the same name first")
     up.add_argument("--timeout", type=float, default=30.0)
     for name in ("status", "down", "restart-node"):
@@ -59,7 +61,7 @@ def _testbed(args: argparse.Namespace) -> int:
                                    heartbeat_ttl=args.heartbeat_ttl, heartbeat_interval=args.heartbeat_interval,
                                    slots=args.slots, task_duration=args.task_duration, load_rate=args.load_rate,
                                    reschedule=not args.no_reschedule, campaign=not args.no_campaign,
-                                   network=args.network)
+                                   network=args.network, sshd=args.sshd, prometheus=args.prometheus)
         tb = testbed.up(spec, replace=args.replace, timeout=args.timeout)
         _print_status(tb.status())
         return 0
