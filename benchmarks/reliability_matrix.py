@@ -2,9 +2,10 @@
 """The interruption matrix: stop real ``chaos run`` processes with SIGINT, SIGTERM and SIGKILL at every phase of the
 three experiments, and report what each left behind.
 
-    python benchmarks/reliability_matrix.py                         # all 36 cells (~20 min), prints the table
+    python benchmarks/reliability_matrix.py                         # all 36 cells (~10 min), prints the table
     python benchmarks/reliability_matrix.py --json matrix.json      # also every measurement as JSON
     python benchmarks/reliability_matrix.py --update-doc            # rewrite the table in docs/reliability.md
+    python benchmarks/reliability_matrix.py --from-json matrix.json [--update-doc]   # re-render a saved run
     python benchmarks/reliability_matrix.py --experiments worker-disconnect --signals SIGKILL --phases injected
 
 Needs root, etcd and nftables/iptables/ipset (``scripts/setup``). Each cell starts its own embedded cluster under a
@@ -19,6 +20,7 @@ Exit status: 0 when every cell is clean, 1 otherwise.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -51,6 +53,19 @@ def update_doc(table: str, command: str) -> None:
         handle.write(text)
 
 
+def _command(argv: Optional[List[str]]) -> str:
+    """The command line that reruns this measurement (without the output options)."""
+    words, skip = [], False
+    for word in (argv if argv is not None else sys.argv[1:]):
+        if skip:
+            skip = False
+        elif word in ("--json", "--from-json"):
+            skip = True
+        elif word != "--update-doc":
+            words.append(word)
+    return " ".join(["python", "benchmarks/reliability_matrix.py"] + words)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", choices=list(harness.EXPERIMENTS),
@@ -59,7 +74,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--phases", nargs="+", choices=harness.PHASES, default=list(harness.PHASES))
     parser.add_argument("--json", default="", metavar="PATH", help="write every cell's measurements here")
     parser.add_argument("--update-doc", action="store_true", help=f"replace the matrix section of {DOC}")
+    parser.add_argument("--from-json", default="", metavar="PATH",
+                        help="render the table of an earlier run's --json file instead of running the cells")
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as handle:
+            saved = json.load(handle)
+        fields = {f.name for f in dataclasses.fields(harness.Cell)}
+        cells = [harness.Cell(**{k: v for k, v in c.items() if k in fields}) for c in saved["cells"]]
+        table = harness.markdown(cells)
+        print(table)
+        if args.update_doc:
+            update_doc(table, saved.get("command", "python benchmarks/reliability_matrix.py"))
+        return 0 if all(not c.problems for c in cells) else 1
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, nft, iptables, ipset)")
     signal.signal(signal.SIGTERM, _interrupt)
@@ -80,11 +107,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(table)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"summary": harness.summarise(cells), "cells": [c.to_dict() for c in cells]}, handle,
-                      indent=2, default=str)
+            json.dump({"summary": harness.summarise(cells), "command": _command(argv),
+                       "cells": [c.to_dict() for c in cells]}, handle, indent=2, default=str)
     if args.update_doc and len(cells) == len(plan):
-        shown = " ".join(["python", "benchmarks/reliability_matrix.py"] + (argv if argv is not None else sys.argv[1:]))
-        update_doc(table, shown.replace(" --update-doc", ""))
+        update_doc(table, _command(argv))
     return 0 if cells and len(cells) == len(plan) and all(not c.problems for c in cells) else 1
 
 

@@ -8,9 +8,11 @@ that it arrives), an SSH password and an SSH private key (towards a closed loopb
 nowhere but on the wire.
 """
 
+import contextlib
 import http.server
 import json
 import os
+import signal
 import shutil
 import socket
 import tempfile
@@ -20,6 +22,7 @@ import uuid
 import pytest
 
 from chaosscheduler.testbed import down
+from chaosscheduler.timing import wait_until
 
 from . import harness
 from .conftest import REAL
@@ -130,6 +133,7 @@ def test_secrets_given_to_our_activities_on_the_embedded_cluster_appear_nowhere(
         assert _scan([planted], list(secrets.values())) == [("planted.log", secrets["CS_REL_KEY"][:12])]
     finally:
         down(os.path.join(home, "testbed", cluster))
+        _stop_reapers(home)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -160,6 +164,15 @@ class _FakePrometheus(http.server.ThreadingHTTPServer):
                 handler.wfile.write(data)
 
         super().__init__(("127.0.0.1", 0), Handler)
+
+
+def _stop_reapers(home: str) -> None:
+    """A fault whose host never answered stays open (nothing proves it gone), and its reaper retries for a while:
+    this test's reapers, found by the marker naming its state home, are stopped before the home is removed."""
+    for pid in harness.reapers(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not harness.reapers(home), 10, message="reapers stopped")
 
 
 def _closed_port() -> int:
@@ -215,5 +228,6 @@ def test_secrets_used_by_the_hosts_platform_appear_nowhere_but_on_the_wire():
     finally:
         prometheus.shutdown()
         prometheus.server_close()
+        _stop_reapers(home)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
