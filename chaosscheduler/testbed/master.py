@@ -82,8 +82,7 @@ class Master:
     # ------------------------------------------------------------------ election
     def election_step(self) -> None:
         if self.is_leader:
-            self._keep_leadership()
-            return
+            return  # the keeper thread holds the lease
         try:
             value, meta = self.etcd.get(LEADER_KEY)
         except Exception:
@@ -130,8 +129,20 @@ class Master:
         self.rt.events.emit("leader_acquired", term=self.leader_rev, since=since)
         logger.info("became leader (term %s)", self.leader_rev)
 
+    def keeper_loop(self) -> None:
+        """Keep the leader lease alive in a thread of its own, so that scheduling work blocked on an unreachable
+        etcd never delays a refresh, nor the step-down when the lease can no longer be kept."""
+        while not self.rt.stopping.is_set():
+            if self.is_leader:
+                self._keep_leadership()
+            self.rt.stopping.wait(LOOP)
+
     def _keep_leadership(self) -> None:
         now = time.monotonic()
+        if now - self.last_refresh > self.spec.election_ttl:
+            # by our own clock the lease has run out (last_refresh is when the refresh was *sent*): stop claiming
+            self._step_down("etcd unreachable for a whole TTL")
+            return
         if now - self.last_refresh < self.spec.election_ttl / 3.0:
             return
         try:
@@ -145,12 +156,13 @@ class Master:
             self._step_down("lease expired" if alive is False else "etcd unreachable for a whole TTL")
 
     def _step_down(self, reason: str) -> None:
+        was = self.is_leader
+        self.is_leader = False  # at once, before waiting for the lock a blocked scheduling pass may hold
+        self.m.is_leader.set(0)
         with self.lock:
-            was = self.is_leader
             self.is_leader = False
             self.leader_rev = 0
             self.leader_name = None
-            self.m.is_leader.set(0)
             self.tasks, self.pending, self.workers, self.dead = {}, [], {}, {}
         if was:
             self.rt.events.emit("leader_lost", reason=reason)
@@ -552,6 +564,7 @@ def main() -> None:
     master = Master(rt)
     rt.serve(master.routes())
     rt.events.emit("node_started", role="master")
+    threading.Thread(target=master.keeper_loop, daemon=True, name="lease-keeper").start()
     try:
         while not rt.stopping.is_set():
             master.election_step()
