@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .. import procs
 from ..errors import FaultError
 from ..hosts import CommandError
 from . import rules
@@ -243,17 +244,23 @@ class LatencyFault(Fault):
         peer = next((a for a in r["addresses"] if "/" not in a), None)
         queue = _queue_number(r["id"])
         text = latency_ruleset(r, getattr(platform, "exempt_tcp_ports", lambda: [])(), deadline)
-        applied, baseline, added = [], {}, {}
+        applied: List[str] = []
+        baseline: Dict[str, float] = {}
+        added: Dict[str, float] = {}
+        delayers: Dict[str, Dict[str, Any]] = {}
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         for target in r["targets"]:
             host = platform.host(target)
             try:
                 if peer:
                     baseline[target] = _round_trip_ms(host, peer)
-                host.run(["setsid", "-f", "sh", "-c", 'exec </dev/null >/dev/null 2>&1; exec "$@"', _marker(r["id"]),
-                          "env", f"PYTHONPATH={root}", sys.executable, "-m", "chaosscheduler.faults.network",
-                          "--delay-ms", str(float(r["latency_ms"])), "--queue", str(queue), "--until",
-                          f"{deadline:.3f}", "--name", _marker(r["id"])], timeout=15)
+                # detached, and recorded by PID + start time: undo signals exactly this process
+                env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                delayers[target] = dict(procs.spawn(
+                    host.prefix() + [sys.executable, "-m", "chaosscheduler.faults.network", "--delay-ms",
+                                     str(float(r["latency_ms"])), "--queue", str(queue), "--until", f"{deadline:.3f}",
+                                     "--name", _marker(r["id"])], os.devnull, env=env))
+                r["delayers"] = delayers
                 applied.append(target)
                 _wait_bound(host, queue)
                 hook = "INPUT" if r["direction"] == "from" else "OUTPUT"
@@ -267,7 +274,8 @@ class LatencyFault(Fault):
             except (CommandError, TimeoutError) as e:
                 raise FaultError(f"could not add latency on {target} through NFQUEUE: {e}") from e
         return {"applied_on": applied, "method": "nfqueue", "queue": queue, "measured_to": peer,
-                "baseline_ms": baseline, "measured_added_ms": added, "created_base": r.get("created_base", {})}
+                "baseline_ms": baseline, "measured_added_ms": added, "created_base": r.get("created_base", {}),
+                "delayers": delayers}
 
     def undo(self, platform: Any) -> Dict[str, Any]:
         if self.record.get("method") == "nfqueue" or (not self.record.get("method") and
@@ -288,7 +296,7 @@ class LatencyFault(Fault):
 
     def _undo_nfqueue(self, platform: Any) -> Dict[str, Any]:
         fault_id = self.record["id"]
-        chain, name = _chain(fault_id), _marker(fault_id)
+        chain = _chain(fault_id)
         hook = "INPUT" if self.record.get("direction") == "from" else "OUTPUT"
         removed, gone, errors = [], [], []
         for target in self.record["targets"]:
@@ -301,8 +309,9 @@ class LatencyFault(Fault):
                     left = host.run(["nft", "list", "table", "ip", "filter"], timeout=15, check=False).stdout
                     if created == "table" and "chain " not in left and "set " not in left:
                         host.run(["nft", "delete", "table", "ip", "filter"], timeout=15, check=False)
-                # the delay process lets its held packets go and exits on SIGTERM
-                host.run(["pkill", "-TERM", "-f", "--", f"[{name[0]}]{name[1:]}( |$)"], timeout=15, check=False)
+                # the delay process lets its held packets go and exits on SIGTERM (it also exits by itself at the
+                # deadline, and with --queue-bypass no packet waits for a dead one)
+                procs.terminate((self.record.get("delayers") or {}).get(target) or {}, signal.SIGTERM)
             except CommandError as e:
                 if _gone(e):
                     gone.append(target)
