@@ -18,7 +18,7 @@ from . import procs
 from .context import Context, boundary, choice, flag, number
 from .errors import ConfigurationError
 from .faults import inject
-from .faults.network import netem_available
+from .faults.latency import netem_available
 from .faults.rules import DIRECTIONS, EVERYTHING
 from .ledger import new_fault_id
 from .targets import check_share, peer_nodes, pick_master, pick_worker, pick_workers

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 from . import procs
 from .errors import ChaosSchedulerError, LedgerError
 from .faults import undo_open
-from .faults.network import latency_leftovers, remove_latency_chain
+from .faults.latency import latency_leftovers, remove_latency_chain
 from .faults.rules import tables_in_ruleset
 from .hosts import CommandError, LocalHost, NetnsHost
 from .ledger import Ledger

@@ -29,7 +29,7 @@ def register(cls: Type[Fault]) -> Type[Fault]:
 
 
 def fault_class(kind: str) -> Type[Fault]:
-    from . import kubernetes, network, process  # noqa: F401 - they register their kinds
+    from . import kubernetes, latency, network, process  # noqa: F401 - they register their kinds
 
     if kind not in _KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(sorted(_KINDS))}")

@@ -24,7 +24,7 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaosscheduler import actions, probes, procs, rollbacks
 from chaosscheduler.faults import undo_open
-from chaosscheduler.faults.network import netem_available
+from chaosscheduler.faults.latency import netem_available
 from chaosscheduler.faults.rules import table_name, tables_in_ruleset
 from chaosscheduler.ledger import Ledger
 from chaosscheduler.testbed import ClusterSpec, Testbed, down, up

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from chaosscheduler import actions, procs, rollbacks
-from chaosscheduler.faults.network import kernel_netem, nfqueue_available
+from chaosscheduler.faults.latency import kernel_netem, nfqueue_available
 from chaosscheduler.ledger import Ledger
 from chaosscheduler.timing import wait_until
 from tests.integration.test_platforms import FIGURES
