@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .client import ClientError, request
-from .master import WORKERS
+from .keys import WORKERS
 from .node import NodeRuntime, health_ok, main_args, metrics_response, wait_port_free
 
 
