@@ -9,13 +9,15 @@ A measurement is stored with its fault, so a later call (the hypothesis after th
 import logging
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict
 
 from chaoslib.types import Configuration, Secrets
 
 from .context import Context, boundary, number
 from .errors import ChaosSchedulerError
 from .ledger import OPEN_STATES
+from .measurements import (CUT_ACTIONS, cut_from_registry, declared_after, fault_of_run, forms_of, lost_tasks,
+                           longest_stall, recall, remember)
 from .timing import Deadline
 
 __all__ = ["leader_election_time", "worker_failure_detection_time", "rescheduling_success_rate",
@@ -23,47 +25,6 @@ __all__ = ["leader_election_time", "worker_failure_detection_time", "reschedulin
            "scheduling_interruption", "data_consistency", "heartbeat_detection_accuracy", "cluster_health",
            "remaining_workers_utilization"]
 logger = logging.getLogger("chaostoolkit")
-
-CUT_ACTIONS = ["isolate_worker", "partition_workers"]
-
-
-def _fault(ctx: Context, actions: List[str], fault_id: str,
-           accept: Callable[[Dict[str, Any]], bool] = lambda f: True) -> Optional[Dict[str, Any]]:
-    ctx.platform  # a platform that is not running is an error, not a neutral value
-    if not isinstance(fault_id, str):
-        raise ChaosSchedulerError(f"argument 'fault_id' must be a fault id string, got {fault_id!r}")
-    if fault_id:
-        record = ctx.ledger.get(fault_id)
-        if record.get("action") not in actions:
-            raise ChaosSchedulerError(f"fault {fault_id} was made by {record.get('action')}, not by "
-                                      f"{' or '.join(actions)}")
-        return record
-    candidates = [f for f in ctx.ledger.all() if f.get("action") in actions and f.get("started_at")
-                  and f.get("run_id") == ctx.run_id and accept(f)]
-    return candidates[-1] if candidates else None
-
-
-def _forms(ctx: Context) -> Any:
-    """The platform's metrics forms (Prometheus) when it answers from metrics instead of records, else None."""
-    return getattr(ctx.platform, "metrics", None)
-
-
-def _remember(ctx: Context, fault: Dict[str, Any], probe: str, measurement: Dict[str, Any]) -> None:
-    def store(record: Dict[str, Any]) -> None:
-        record.setdefault("measurements", {})[probe] = measurement
-
-    ctx.ledger.update_with(fault["id"], store)
-
-
-def _recalled(fault: Dict[str, Any], probe: str) -> Optional[float]:
-    measurement = fault.get("measurements", {}).get(probe)
-    return None if measurement is None else round(measurement["value"], 6)  # as the first answer was rounded
-
-
-def _cut_from_registry(fault: Dict[str, Any]) -> bool:
-    """Whether a fault takes its targets' heartbeats away (so the platform is right to declare them dead)."""
-    return fault.get("mode") == "drop" and (fault.get("peers") == ["*"] or bool(fault.get("cuts_registry")))
-
 
 @boundary
 def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuration: Configuration = None,
@@ -78,7 +39,7 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
     default 10 ms) plus one request's latency."""
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
-    fault = _fault(ctx, ["kill_master"], fault_id, accept=lambda f: bool(f.get("was_leader")))
+    fault = fault_of_run(ctx, ["kill_master"], fault_id, accept=lambda f: bool(f.get("was_leader")))
     if fault is None:
         deadline = Deadline(timeout)
         while not ctx.platform.leader().get("leader") and not deadline.expired():
@@ -86,7 +47,7 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
         logger.info("leader_election_time: no leader was killed in this run; a leader is present after %.3f s",
                     deadline.elapsed())
         return round(deadline.elapsed(), 6) if deadline.elapsed() > ctx.settings.poll_interval else 0.0
-    recalled = _recalled(fault, "leader_election_time")
+    recalled = recall(fault, "leader_election_time")
     if recalled is not None:
         return recalled
     killed, t0 = fault["targets"][0], fault["started_at"]
@@ -99,7 +60,7 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
         if deadline.expired():
             value = now - t0
             logger.warning("leader_election_time: no new leader %.1f s after killing %s", value, killed)
-            _remember(ctx, fault, "leader_election_time", {"value": value, "timed_out": True})
+            remember(ctx, fault, "leader_election_time", {"value": value, "timed_out": True})
             return round(value, 6)
         time.sleep(ctx.settings.poll_interval)
     observed = now - t0
@@ -115,18 +76,11 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
         resolution = f"{info['leader_source']} leader source, resolution {info.get('resolution', 0):.3f} s"
     else:
         value, resolution = observed, f"poll every {ctx.settings.poll_interval} s"
-    _remember(ctx, fault, "leader_election_time",
+    remember(ctx, fault, "leader_election_time",
               {"value": value, "observed": observed, "new_leader": info["leader"], "resolution": resolution})
     logger.info("leader_election_time: %s → %s in %.3f s (%s; first seen after %.3f s)", killed, info["leader"],
                 value, resolution, observed)
     return round(value, 6)
-
-
-def _declared_after(worker: Dict[str, Any], t0: float) -> Optional[float]:
-    times = [t for t in worker.get("dead_declarations") or [] if t >= t0]
-    if not times and worker.get("declared_dead_at") and worker["declared_dead_at"] >= t0:
-        times = [worker["declared_dead_at"]]
-    return min(times) if times else None
 
 
 @boundary
@@ -141,18 +95,18 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
     otherwise the poll interval plus one request's latency."""
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
-    fault = _fault(ctx, CUT_ACTIONS, fault_id)
+    fault = fault_of_run(ctx, CUT_ACTIONS, fault_id)
     if fault is None:
         logger.info("worker_failure_detection_time: no worker was cut off in this run")
         return 0.0
-    recalled = _recalled(fault, "worker_failure_detection_time")
+    recalled = recall(fault, "worker_failure_detection_time")
     if recalled is not None:
         return recalled
     t0, targets = fault["started_at"], set(fault["targets"])
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         measured = forms.detection_time(t0, sorted(targets), timeout, ctx.settings.poll_interval)
-        _remember(ctx, fault, "worker_failure_detection_time", measured)
+        remember(ctx, fault, "worker_failure_detection_time", measured)
         logger.info("worker_failure_detection_time: %.3f s (%s)", measured["value"], measured["resolution"])
         return round(measured["value"], 6)
     deadline = Deadline(max(0.0, timeout - (time.time() - t0)))
@@ -161,7 +115,7 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
         now = time.time()
         for worker in ctx.platform.worker_states():
             if worker["name"] in targets and worker["name"] not in seen:
-                declared = _declared_after(worker, t0)
+                declared = declared_after(worker, t0)
                 if declared is not None:
                     seen[worker["name"]] = declared - t0
                 elif not worker["alive"] and worker.get("dead_declarations") is None \
@@ -177,13 +131,9 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
                            ", ".join(sorted(targets - set(seen))), value)
             break
         time.sleep(ctx.settings.poll_interval)
-    _remember(ctx, fault, "worker_failure_detection_time", {"value": value, "per_worker": seen})
+    remember(ctx, fault, "worker_failure_detection_time", {"value": value, "per_worker": seen})
     logger.info("worker_failure_detection_time: %.3f s (%s)", value, seen)
     return round(value, 6)
-
-
-def _lost_tasks(fault: Dict[str, Any]) -> List[str]:
-    return sorted({t for tasks in (fault.get("running_tasks") or {}).values() for t in tasks})
 
 
 @boundary
@@ -195,17 +145,17 @@ def rescheduling_success_rate(deadline: float = 60.0, fault_id: str = "", config
     1.0 when no task was running there (nothing to reschedule) or before any such fault in this run."""
     ctx = Context(configuration)
     deadline = number("deadline", deadline, 0, 86400)
-    fault = _fault(ctx, CUT_ACTIONS, fault_id)
+    fault = fault_of_run(ctx, CUT_ACTIONS, fault_id)
     if fault is None:
         logger.info("rescheduling_success_rate: no worker was cut off in this run")
         return 1.0
-    lost = _lost_tasks(fault)
+    lost = lost_tasks(fault)
     if not lost:
         logger.warning("rescheduling_success_rate: no task was running on %s when it was cut off",
                        ", ".join(fault["targets"]))
         return 1.0
     t0, targets = fault["started_at"], set(fault["targets"])
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         moves = forms.rescheduling(t0, sorted(targets), len(lost), t0 + deadline, ctx.settings.poll_interval)
         moved = moves["times"]
@@ -243,13 +193,13 @@ def rescheduling_latency(quantile: float = 0.95, timeout: float = 60.0, fault_id
     ctx = Context(configuration)
     quantile = number("quantile", quantile, 0, 1)
     timeout = number("timeout", timeout, 0, 3600)
-    fault = _fault(ctx, CUT_ACTIONS, fault_id)
-    lost = _lost_tasks(fault) if fault else []
+    fault = fault_of_run(ctx, CUT_ACTIONS, fault_id)
+    lost = lost_tasks(fault) if fault else []
     if not lost:
         logger.info("rescheduling_latency: no task had to be rescheduled in this run")
         return 0.0
     t0, targets = fault["started_at"], set(fault["targets"])
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         moves = forms.rescheduling(t0, sorted(targets), len(lost), t0 + timeout, ctx.settings.poll_interval)
         moved = moves["times"]
@@ -287,7 +237,7 @@ def job_submission_success_rate(window: float = 60.0, configuration: Configurati
     window (is the load generator running?)."""
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         measured = forms.submission_success(window)
         logger.info("job_submission_success_rate: %s", measured)
@@ -308,7 +258,7 @@ def task_execution_success_rate(window: float = 60.0, settle: float = 30.0, conf
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
     settle = number("settle", settle, 0, 3600)
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         measured = forms.task_success(window, settle, ctx.settings.poll_interval)
         logger.info("task_execution_success_rate: %s", measured)
@@ -338,7 +288,7 @@ def scheduling_interruption(window: float = 120.0, configuration: Configuration 
     leader is waiting work) or a task becomes pending, until that task is assigned. 0.0 when nothing waited."""
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         measured = forms.interruption(window)
         logger.info("scheduling_interruption: longest stall %.3f s in the last %g s (%s)", measured["value"], window,
@@ -360,14 +310,7 @@ def scheduling_interruption(window: float = 120.0, configuration: Configuration 
         for start in ready:
             later = [h["at"] for h in task["history"] if h["event"] == "assigned" and h["at"] >= start]
             waits.append((start, min(later) if later else now))
-    longest = 0.0
-    for start, end in waits:
-        if end < since:
-            continue
-        start = max(start, since)
-        # the longest stretch inside [start, end] without any assignment
-        points = [start] + [a for a in assignments if start < a < end] + [end]
-        longest = max(longest, max(b - a for a, b in zip(points, points[1:])))
+    longest = longest_stall(waits, assignments, since)
     logger.info("scheduling_interruption: longest stall %.3f s in the last %g s", longest, window)
     return round(longest, 6)
 
@@ -382,7 +325,7 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, configuration: C
     ctx = Context(configuration)
     window = number("window", window, 0, 86400)
     settle = number("settle", settle, 0, 3600)
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         measured = forms.consistency(window, settle, ctx.settings.poll_interval)
         logger.info("data_consistency: %s", measured)
@@ -423,16 +366,16 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, fault
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
     grace = number("grace", grace, 0, 3600)
-    fault = _fault(ctx, ["partition_workers"], fault_id)
+    fault = fault_of_run(ctx, ["partition_workers"], fault_id)
     if fault:
         start, end = fault["started_at"], (fault.get("undone_at") or time.time()) + grace
     else:
         start, end = time.time() - window, time.time()
     excused = set()
     for other in ctx.ledger.all():
-        if other.get("run_id") == ctx.run_id and other.get("started_at") and _cut_from_registry(other):
+        if other.get("run_id") == ctx.run_id and other.get("started_at") and cut_from_registry(other):
             excused |= set(other["targets"])
-    forms = _forms(ctx)
+    forms = forms_of(ctx)
     if forms is not None:
         measured = forms.wrongly_declared(start, end, sorted(excused))
         logger.info("heartbeat_detection_accuracy: %s", measured)
@@ -482,9 +425,9 @@ def remaining_workers_utilization(configuration: Configuration = None, secrets: 
     peak stored with the fault; once the fault is undone, that peak is returned (the utilisation *during* the
     fault). Without such a fault: the utilisation of every live worker now."""
     ctx = Context(configuration)
-    fault = _fault(ctx, CUT_ACTIONS, "")
+    fault = fault_of_run(ctx, CUT_ACTIONS, "")
     if fault and fault.get("state") not in OPEN_STATES:
-        recalled = _recalled(fault, "remaining_workers_utilization")
+        recalled = recall(fault, "remaining_workers_utilization")
         if recalled is not None:
             return recalled
     cut = {t for f in ctx.ledger.open_faults(run_id=ctx.run_id) if f.get("action") in CUT_ACTIONS
@@ -495,7 +438,7 @@ def remaining_workers_utilization(configuration: Configuration = None, secrets: 
         raise ChaosSchedulerError("no worker is alive and reachable: utilisation of the survivors is undefined")
     value = round(sum(len(w.get("running", [])) for w in survivors) / slots, 6)
     if fault and fault.get("state") in OPEN_STATES:
-        peak = max(value, _recalled(fault, "remaining_workers_utilization") or 0.0)
-        _remember(ctx, fault, "remaining_workers_utilization", {"value": peak, "survivors": len(survivors)})
+        peak = max(value, recall(fault, "remaining_workers_utilization") or 0.0)
+        remember(ctx, fault, "remaining_workers_utilization", {"value": peak, "survivors": len(survivors)})
     logger.info("remaining_workers_utilization: %.3f over %d survivors", value, len(survivors))
     return value
