@@ -319,12 +319,11 @@ def test_isolated_worker_is_declared_dead_its_tasks_rerun_once_and_its_late_comp
     ttl = 2
     tb = make_cluster(load_rate=0, heartbeat_ttl=ttl, slots=4)
     submitted = _submit(tb, tasks=8, duration=2.5)
-    # the target is the worker holding running tasks, as an experiment would pick it
-    victim = wait_until(lambda: next((w["name"] for w in sorted(tb.workers(), key=lambda w: -len(w["running"]))
-                                      if w["running"]), None), 10, 0.05, "a worker with running tasks")
-    victim_tasks = wait_until(
-        lambda: (lambda h: sorted(r.split("#")[0] for r in h["running"]) or None)(tb.call(victim, "GET", "/health")[1]),
-        10, 0.02, f"{victim} running tasks")
+    # every task is placed before the cut (no assignment can race it); the target is the busiest worker, as an
+    # experiment would pick it
+    workers = wait_until(lambda: (lambda ws: ws if sum(len(w["running"]) for w in ws) == len(submitted) else None)(
+        tb.workers()), 10, 0.05, "every task running")
+    victim = max(workers, key=lambda w: len(w["running"]))["name"]
     netns = tb.nodes[victim].netns
     rules = (f"table inet {FIREWALL_TABLE} {{\n"
              f"  chain input {{ type filter hook input priority 0; policy accept; iifname \"eth0\" drop; }}\n"
@@ -334,6 +333,9 @@ def test_isolated_worker_is_declared_dead_its_tasks_rerun_once_and_its_late_comp
     applied = _nft(netns, "-f", "-", script=rules)
     assert applied.returncode == 0, applied.stderr
     try:
+        # what the worker holds once cut off (read over its local socket, which the cut leaves alone)
+        victim_tasks = sorted(r.split("#")[0] for r in tb.call(victim, "GET", "/health")[1]["running"])
+        assert victim_tasks
         dead = wait_until(lambda: [e for e in tb.events("worker_declared_dead") if e["worker"] == victim],
                           ttl + 10, 0.05, f"{victim} declared dead")
         assert len(dead) == 1
