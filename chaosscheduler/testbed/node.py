@@ -139,10 +139,13 @@ class NodeRuntime:
     def by_role(self, role: str) -> List[Node]:
         return [n for n in self.nodes.values() if n.role == role]
 
-    def etcd_client(self, timeout: float = 1.0):
+    def etcd_client(self, timeout: float = 1.0, own_connection: bool = False):
+        """A client of the cluster's etcd; ``own_connection`` gives it TCP connections no other client shares
+        (gRPC pools them per process otherwise)."""
         import pyetcd  # imported here: the CLI and the probes never need grpc
 
-        endpoints = [pyetcd.Endpoint(n.address, n.port, secure=False, time_retry=1)
+        opts = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
+        endpoints = [pyetcd.Endpoint(n.address, n.port, secure=False, time_retry=1, opts=opts)
                      for n in self.by_role("etcd")]
         return pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=timeout, failover=True)
 

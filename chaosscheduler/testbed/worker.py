@@ -1,13 +1,17 @@
 """A worker of the embedded cluster.
 
 It registers ``/cs/workers/<name>`` under an etcd lease and keeps the lease alive (the heartbeat); when the lease
-has expired (the worker was cut off longer than its TTL) it registers again under a new one. It runs the tasks the
+has expired (the worker was cut off longer than its TTL) it registers again under a new one. Keep-alives go out on
+two etcd connections of their own, each in its own thread: when packet loss stalls one TCP stream in retransmission
+back-off (seconds, under 30 % loss), the other still renews the lease, and a stalled connection never holds the next
+keep-alive back (docs/testbed.md, "Why the default heartbeat"). It runs the tasks the
 leader dispatches (a sleep of the task's duration, or the task's argv), and reports each completion to the masters
 until one records it, however long that takes. Completions carry the attempt number: the leader refuses (and
 records as stale) a completion for an attempt it has since given to another worker.
 """
 
 import json
+import queue
 import subprocess
 import threading
 import time
@@ -20,12 +24,19 @@ from .keys import WORKERS
 from .node import NodeRuntime, health_ok, main_args, metrics_response, wait_port_free
 
 
+KEEPALIVE_CONNECTIONS = 2  # etcd connections the keep-alives go out on, at the same time
+KEEPALIVE_WAIT = 1.0       # seconds a heartbeat waits for the first answer (the etcd client's own call timeout)
+
+
 class Worker:
     def __init__(self, rt: NodeRuntime):
         self.rt = rt
         self.name = rt.node.name
         self.spec = rt.spec
-        self.etcd = rt.etcd_client()
+        # separate TCP connections (gRPC would otherwise share one): a stream stalled by loss stalls only its own
+        self.channels = [rt.etcd_client(own_connection=True) for _ in range(KEEPALIVE_CONNECTIONS)]
+        self.busy = [threading.Event() for _ in self.channels]  # set while a call on that connection is under way
+        self.register_attempts = 0
         self.lock = threading.Lock()
         self.lease = None
         self.registered = False
@@ -50,10 +61,12 @@ class Worker:
                            "last_heartbeat": time.time()})
 
     def register(self) -> bool:
+        self.register_attempts += 1
+        client = self.channels[self.register_attempts % len(self.channels)]  # alternate: one may be stalled
         try:
-            lease = self.etcd.lease(self.spec.heartbeat_ttl)
+            lease = client.lease(self.spec.heartbeat_ttl)
             self.registered_at = time.time()
-            self.etcd.put(WORKERS + self.name, self._registration(), lease=lease.id)
+            client.put(WORKERS + self.name, self._registration(), lease=lease.id)
         except Exception:
             return False
         rejoined = self.lease is not None
@@ -63,23 +76,54 @@ class Worker:
         self.rt.events.emit("worker_registered", lease=lease.id, rejoined=rejoined)
         return True
 
+    def _keepalive(self, index: int, lease_id: int, answers: "queue.Queue[Optional[bool]]") -> None:
+        """One keep-alive on connection ``index``: True (renewed), False (the lease has expired) or None (failed).
+        A renewal also rewrites the registration (its ``last_heartbeat``) on the same connection."""
+        client = self.channels[index]
+        try:
+            responses = list(client.refresh_lease(lease_id))
+            alive = bool(responses) and responses[0].TTL > 0
+        except Exception:
+            alive = None
+        answers.put(alive)
+        try:
+            if alive:
+                client.put(WORKERS + self.name, self._registration(), lease=lease_id)
+        except Exception:
+            pass
+        finally:
+            self.busy[index].clear()
+
     def heartbeat(self) -> None:
         if not self.registered:
             self.register()
             return
-        try:
-            responses = self.lease.refresh()
-            alive = bool(responses) and responses[0].TTL > 0
-            if alive:
-                self.etcd.put(WORKERS + self.name, self._registration(), lease=self.lease.id)
-        except Exception:
+        lease_id = self.lease.id
+        answers: "queue.Queue[Optional[bool]]" = queue.Queue()
+        sent = 0
+        for index, busy in enumerate(self.busy):
+            if busy.is_set():
+                continue  # still stuck in its previous call: leave it, the other connection carries the heartbeat
+            busy.set()
+            sent += 1
+            threading.Thread(target=self._keepalive, args=(index, lease_id, answers), daemon=True).start()
+        alive: Optional[bool] = None
+        deadline = time.monotonic() + KEEPALIVE_WAIT
+        for _ in range(sent):  # the first renewal is enough; an expiry answer is final
+            try:
+                alive = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if alive is not None:
+                break
+        if alive is None:
             self.c_heartbeats.labels("error").inc()
             return
         self.c_heartbeats.labels("ok" if alive else "expired").inc()
-        if not alive:
+        if not alive and self.lease is not None and self.lease.id == lease_id:
             self.registered = False
             self.g_registered.set(0)
-            self.rt.events.emit("worker_lease_expired", lease=self.lease.id)
+            self.rt.events.emit("worker_lease_expired", lease=lease_id)
             self.register()
 
     def heartbeat_loop(self) -> None:

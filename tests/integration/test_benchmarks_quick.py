@@ -31,6 +31,7 @@ EXPECTED = {
     "experiments": ["Experiments end to end through 'chaos run'", "master-crash.json", "load average (1 min)"],
     "scale": ["Embedded cluster by worker count", "largest size healthy in < 10 s", "load average (1 min)"],
     "testbed": ["time to healthy (up() returns)", "leader failover, event log"],
+    "heartbeat_loss": ["worker-seconds under loss", "false deaths", "30 % loss", "load average (1 min)"],
 }
 
 
