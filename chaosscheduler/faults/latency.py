@@ -28,10 +28,13 @@ from ..errors import FaultError
 from ..hosts import CommandError
 from . import rules
 from .base import Fault, register
-from .network import _ABSENT, _gone
+from .network import host_gone
 
 __all__ = ["LatencyFault", "netem_available", "kernel_netem", "nfqueue_available", "latency_ruleset",
            "latency_leftovers", "remove_latency_chain"]
+
+# iptables' answers when our jump or chain is already gone
+_ABSENT = re.compile(r"does not exist|No chain/target/match|Bad rule|Couldn't load target")
 
 
 @functools.lru_cache(maxsize=1)
@@ -227,7 +230,7 @@ class LatencyFault(Fault):
                                           timeout=15)
                 removed.append(target)
             except CommandError as e:
-                if not (_gone(e) or "Invalid handle" in (e.stderr or "")):
+                if not (host_gone(e) or "Invalid handle" in (e.stderr or "")):
                     raise FaultError(f"could not remove latency from {target}: {e}") from e
                 gone.append(target)
         return {"removed_from": removed, "already_gone": gone}
@@ -251,7 +254,7 @@ class LatencyFault(Fault):
                 # deadline, and with --queue-bypass no packet waits for a dead one)
                 procs.terminate((self.record.get("delayers") or {}).get(target) or {}, signal.SIGTERM)
             except CommandError as e:
-                if _gone(e):
+                if host_gone(e):
                     gone.append(target)
                 else:
                     errors.append(f"{target}: {e}")

@@ -1,7 +1,6 @@
 """Network faults: partitions (drop or random loss between targets and peers) and isolation (everything but
 loopback), as one nft table of the fault's own per target host (see rules.py). Latency is in latency.py."""
 
-import re
 from typing import Any, Dict, List, Sequence
 
 from ..errors import FaultError
@@ -9,13 +8,13 @@ from ..hosts import CommandError
 from . import rules
 from .base import Fault, register
 
-__all__ = ["NetworkFault"]
+__all__ = ["NetworkFault", "host_gone"]
 
 _GONE = ("No such file or directory", "Cannot open network namespace", "does not exist")
-_ABSENT = re.compile(r"does not exist|No chain/target/match|Bad rule|Couldn't load target")
 
 
-def _gone(error: CommandError) -> bool:
+def host_gone(error: CommandError) -> bool:
+    """The command failed because its host (a namespace, with what was in it) no longer exists: nothing to undo."""
     return any(marker in (error.stderr or str(error)) for marker in _GONE)
 
 
@@ -70,7 +69,7 @@ class NetworkFault(Fault):
                 platform.host(target).run(["nft", "delete", "table", "inet", table], timeout=15)
                 removed.append(target)
             except CommandError as e:
-                (gone if _gone(e) else errors).append(target if _gone(e) else f"{target}: {e}")
+                (gone if host_gone(e) else errors).append(target if host_gone(e) else f"{target}: {e}")
         if errors:
             raise FaultError(f"could not remove table {table} from {'; '.join(errors)}")
         return {"removed_from": removed, "already_gone": gone}

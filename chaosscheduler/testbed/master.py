@@ -56,6 +56,7 @@ class Master(MasterAPI):
         self.tx = self.etcd.transactions
         self.m = Metrics()
         self.lock = threading.RLock()
+        self.claim_lock = threading.Lock()  # held only to flip is_leader off: one step-down reports the loss
         self.is_leader = False
         self.leader_rev = 0           # create revision of the leader key we hold
         self.leader_name: Optional[str] = None
@@ -148,11 +149,12 @@ class Master(MasterAPI):
             self._step_down("lease expired" if alive is False else "etcd unreachable for a whole TTL")
 
     def _step_down(self, reason: str) -> None:
-        was = self.is_leader
-        self.is_leader = False  # at once, before waiting for the lock a blocked scheduling pass may hold
+        # the claim goes at once, before waiting for the lock a blocked scheduling pass may hold; claim_lock makes
+        # one step-down the one that reports it when the keeper thread and a refused fenced write race
+        with self.claim_lock:
+            was, self.is_leader = self.is_leader, False
         self.m.is_leader.set(0)
         with self.lock:
-            self.is_leader = False
             self.leader_rev = 0
             self.leader_name = None
             self.tasks, self.pending, self.workers, self.dead = {}, [], {}, {}

@@ -25,7 +25,7 @@ from .node import NodeRuntime, health_ok, main_args, metrics_response, wait_port
 
 
 KEEPALIVE_CONNECTIONS = 2  # etcd connections the keep-alives go out on, at the same time
-KEEPALIVE_WAIT = 1.0       # seconds a heartbeat waits for the first answer (the etcd client's own call timeout)
+KEEPALIVE_WAIT = 1.0       # seconds a heartbeat waits for the first answer, and each etcd call's timeout
 
 
 class Worker:
@@ -34,7 +34,8 @@ class Worker:
         self.name = rt.node.name
         self.spec = rt.spec
         # separate TCP connections (gRPC would otherwise share one): a stream stalled by loss stalls only its own
-        self.channels = [rt.etcd_client(own_connection=True) for _ in range(KEEPALIVE_CONNECTIONS)]
+        self.channels = [rt.etcd_client(timeout=KEEPALIVE_WAIT, own_connection=True)
+                         for _ in range(KEEPALIVE_CONNECTIONS)]
         self.busy = [threading.Event() for _ in self.channels]  # set while a call on that connection is under way
         self.register_attempts = 0
         self.lock = threading.Lock()
