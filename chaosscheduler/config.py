@@ -11,6 +11,7 @@ Keys (all optional; environment variables give the defaults so one experiment fi
     chaosscheduler_max_worker_share   largest share of workers a drop partition/isolation may cut off;
                                       default: all but one worker must stay reachable
     chaosscheduler_poll_interval      seconds between probe polls, default 0.01
+    chaosscheduler_witness            the witness workload: rate, duration, submitter... or false (docs/witness.md)
     prometheus_base_url               Prometheus for the metrics forms of the probes (shared with
                                       chaostoolkit-prometheus)
 """
@@ -28,7 +29,8 @@ __all__ = ["Settings", "load", "current_run", "set_current_run", "PLATFORMS"]
 
 PLATFORMS = ("testbed", "hosts", "kubernetes")
 PREFIX = "chaosscheduler_"
-KNOWN = {"platform", "cluster", "home", "testbed", "hosts", "kubernetes", "max_worker_share", "poll_interval"}
+KNOWN = {"platform", "cluster", "home", "testbed", "hosts", "kubernetes", "max_worker_share", "poll_interval",
+         "witness"}
 
 # Faults are attributed to a run. The control sets one per experiment; without the control every process is its own
 # run, so probes never mistake an earlier run's fault for this one's.
@@ -56,6 +58,7 @@ class Settings:
     hosts: Optional[Dict[str, Any]] = None        # the validated, normalised description (no secret values)
     prometheus_base_url: str = ""
     kubernetes: Optional[Dict[str, Any]] = None   # the validated chaosscheduler_kubernetes (docs/kubernetes.md)
+    witness: Optional[Dict[str, Any]] = None      # the validated chaosscheduler_witness (docs/witness.md)
 
     def cluster_spec(self) -> ClusterSpec:
         """The embedded cluster these settings describe (validated)."""
@@ -118,9 +121,12 @@ def load(configuration: Optional[Dict[str, Any]] = None) -> Settings:
         hosts = None
     from .platforms.kubernetes_config import from_configuration as _kubernetes  # (platforms imports config)
 
+    from .witness.options import parse as _witness  # validated now, so a var file's mistake shows at once
+
+    witness = _witness(get("witness", None, None), platform)
     settings = Settings(platform=platform, cluster=cluster, home=os.path.abspath(home), testbed=dict(testbed),
                         max_worker_share=None if share is None else float(share), poll_interval=float(poll),
                         hosts=hosts, prometheus_base_url=prometheus.rstrip("/"),
-                        kubernetes=_kubernetes(platform, get("kubernetes", None, None)))
+                        kubernetes=_kubernetes(platform, get("kubernetes", None, None)), witness=witness)
     settings.cluster_spec()  # validate the testbed settings now, with the key named
     return settings

@@ -3,8 +3,9 @@ anything; every anomaly comes with the task ids that prove it, so a person can f
 
 ``check(history, settle, faults)`` finds:
 
-* **lost** — acknowledged (or indeterminate but seen running), due (acknowledged more than ``settle`` seconds
-  before the end of the history) and never executed to completion. Not yet due: ``unsettled`` (not judged).
+* **lost** — acknowledged (or indeterminate but seen running) more than ``settle`` seconds before the end of the
+  history and never executed to completion. Not completed and acknowledged later: ``unsettled`` (not judged). The
+  execution ratio is completed / (completed + lost).
 * **completed_without_evidence** — the platform reported a completion, no execution ran to its end.
 * **duplicated** — ``recorded_twice`` (the platform reported more than one completion), ``concurrent`` (two
   executions on two hosts at once, neither of them lost), ``executed_twice`` (run again after a complete, undisturbed
@@ -235,7 +236,7 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
     else 30 s) is how long an acknowledged task may take to complete; ``window`` (from, to) restricts the judged
     tasks (ratios, lost) to those invoked in it; ``thresholds`` (``{"submissions": 0.995, "execution": 0.98}``)
     add ``decidable``/``passed`` to those ratios. ``valid`` is False on any loss, duplicate, unexpected task or
-    completion without evidence, None when no task was due."""
+    completion without evidence, None when no task could be judged."""
     h = _history(history)
     end = h.end if end is None else end
     settle = float(settle if settle is not None else (h.meta.get("options") or {}).get("settle", DEFAULT_SETTLE))
@@ -266,7 +267,7 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
     lo, hi = (window[0], window[1]) if window else (-math.inf, math.inf)
     judged = {t: e for t, e in tasks.items() if lo <= e["invoked_at"] <= hi}
     counts = {"invoked": len(judged), "ok": 0, "fail": 0, "info": 0, "unanswered": 0, "executed": 0,
-              "completed": 0, "due": 0, "unsettled": 0}
+              "completed": 0, "judged": 0, "unsettled": 0}
     lost, unsettled, refused, info_exec, info_unknown, no_evidence = [], [], [], [], [], []
     errors: Dict[str, str] = {}
     for task, entry in judged.items():
@@ -287,13 +288,13 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
         if not accepted:
             continue
         since = entry.get("answered_at") if outcome == "ok" else entry["invoked_at"]
-        if since + settle > end:
-            if not completed:
-                counts["unsettled"] += 1
-                unsettled.append(task)
-            continue
-        counts["due"] += 1
-        if not completed:
+        if completed:
+            counts["judged"] += 1
+        elif since + settle > end:
+            counts["unsettled"] += 1  # may still complete: not judged
+            unsettled.append(task)
+        else:
+            counts["judged"] += 1
             lost.append(task)
     found: Dict[str, List[Any]] = {"reexecuted": [], "concurrent": [], "executed_twice": []}
     for task, runs in runs_by_task.items():
@@ -303,15 +304,15 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
     duplicated_ids = sorted(set(recorded_twice) | {d["task"] for d in found["concurrent"]}
                             | {d["task"] for d in found["executed_twice"]})
     attempted = counts["invoked"]
-    due_done = counts["due"] - len(lost)
+    judged_done = counts["judged"] - len(lost)
     stall_list = stalls(h, window[0] if window else None, min(end, window[1]) if window else end)
     anomalies = bool(lost or duplicated_ids or unexpected or no_evidence)
     return {
-        "valid": False if anomalies else (None if counts["due"] == 0 else True),
+        "valid": False if anomalies else (None if counts["judged"] == 0 else True),
         "end": end, "settle": settle, "window": list(window) if window else None,
         "counts": counts,
         "submissions": ratio(counts["ok"], attempted, thresholds.get("submissions")),
-        "execution": ratio(due_done, counts["due"], thresholds.get("execution")),
+        "execution": ratio(judged_done, counts["judged"], thresholds.get("execution")),
         "lost": sorted(lost), "unsettled": sorted(unsettled), "completed_without_evidence": sorted(no_evidence),
         "duplicated": {"recorded_twice": recorded_twice, "concurrent": found["concurrent"],
                        "executed_twice": found["executed_twice"]},

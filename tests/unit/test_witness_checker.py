@@ -57,7 +57,7 @@ def healthy(n=5):
 def test_a_clean_history_is_valid_with_its_n():
     result = check(healthy().history(end=100), settle=10, thresholds={"execution": 0.98})
     assert result["valid"] is True
-    assert result["counts"]["invoked"] == 5 and result["counts"]["due"] == 5
+    assert result["counts"]["invoked"] == 5 and result["counts"]["judged"] == 5
     assert result["lost"] == [] and result["duplicated_ids"] == [] and result["unexpected"] == []
     assert result["execution"]["n"] == 5 and result["execution"]["value"] == 1.0
     assert result["execution"]["decidable"] is False and result["execution"]["n_needed"] == 133
@@ -66,11 +66,11 @@ def test_a_clean_history_is_valid_with_its_n():
 
 
 def test_lost_needs_the_settle_time_to_pass_and_names_the_task():
-    h = healthy().ok("gone", 10).ok("late", 95)
+    h = healthy().ok("gone", 10).ok("late", 95).ok("quick", 96).run("quick", "w1", 96.1, 97)
     result = check(h.history(end=100), settle=10)
     assert result["lost"] == ["gone"] and result["valid"] is False
     assert result["unsettled"] == ["late"]  # acknowledged 5 s before the end: not judged yet
-    assert result["execution"]["n"] == 6 and result["execution"]["successes"] == 5
+    assert result["execution"]["n"] == 7 and result["execution"]["successes"] == 6  # a completed task is judged
 
 
 def test_an_execution_that_never_ended_is_not_a_completion():

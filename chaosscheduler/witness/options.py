@@ -1,0 +1,125 @@
+"""The witness's options (configuration key ``chaosscheduler_witness``, or the control's ``witness`` argument) and
+how it is sized when they leave a value out.
+
+Sizing: the article's thresholds are judged on one-sided 95 % bounds (:mod:`.stats`), so a run must hold enough
+witness tasks: 539 submissions around the fault for "> 99.5 %", 133 judged executions for "> 98 %", and 52 tasks
+**running on the lost worker at the cut** for "> 95 %" rescheduling. Tasks running at once ~ rate x duration
+(Little's law), spread over the workers; ``size`` picks the duration so the busiest worker holds ~60 at the cut
+(a margin over 52: the spread is uneven) and says how many slots per worker that needs.
+"""
+
+import math
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigurationError
+
+__all__ = ["parse", "size", "DEFAULTS", "SUBMITTERS", "VICTIM_TASKS"]
+
+SUBMITTERS = ("testbed", "command", "python", "kubernetes")
+VICTIM_TASKS = 60          # witness tasks the lost worker should hold at the cut (52 decide "> 95 %")
+BUSY_SHARE = 0.65          # the share of its slots a worker should use before the fault (< 90 % after a takeover)
+DEFAULTS: Dict[str, Any] = {
+    "enabled": True,
+    "rate": 10.0,           # tasks submitted per second: 600 in a 60 s window (539 decide "> 99.5 %")
+    "duration": None,       # seconds a task runs; None = sized from the workers (see size())
+    "max_in_flight": 64,    # submissions awaiting the platform's answer at once (beyond: a tick is skipped)
+    "settle": None,         # seconds an acknowledged task may take to complete; None = duration + 90
+    "submit_timeout": 10.0,  # seconds one submission may take (retries included) before it is indeterminate
+    "stop_wait": None,      # seconds stop() waits for acknowledged tasks to finish; None = settle
+    "evidence": "",         # evidence file; "" = cs-witness-<run>.log under the task's $CS_WITNESS_DIR or /tmp
+    "evidence_dir": "/tmp",  # where collectors look on hosts (may hold {node}); the testbed knows its own
+    "collect": True,        # read the evidence back (and delete it) at stop
+    "submitter": None,      # {"type": ...}; None = the platform's own (testbed) or required (hosts, kubernetes)
+}
+
+
+def _number(key: str, value: Any, low: float, high: float, allow_none: bool = False) -> Optional[float]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or not low <= value <= high:
+        raise ConfigurationError(f"chaosscheduler_witness.{key} must be a number from {low:g} to {high:g}, "
+                                 f"got {value!r}")
+    return float(value)
+
+
+def parse(raw: Any, platform: str = "testbed") -> Dict[str, Any]:
+    """Validate the witness options (unknown keys refused by name) and fill in the fixed defaults; sizing that
+    depends on the platform's workers is left to :func:`size`."""
+    if raw is None:
+        raw = {}
+    configured = bool(raw)
+    if isinstance(raw, bool):
+        raw = {"enabled": raw}
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"chaosscheduler_witness must be an object (or false to switch the witness off), "
+                                 f"got {raw!r}")
+    raw = {k: v for k, v in raw.items() if k != "disabled_reason"}  # (options parsed before)
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigurationError(f"unknown chaosscheduler_witness key(s) {', '.join(map(repr, unknown))}; known: "
+                                 f"{', '.join(sorted(DEFAULTS))}")
+    out = dict(DEFAULTS, **raw)
+    if not isinstance(out["enabled"], bool):
+        raise ConfigurationError(f"chaosscheduler_witness.enabled must be true or false, got {out['enabled']!r}")
+    if not isinstance(out["collect"], bool):
+        raise ConfigurationError(f"chaosscheduler_witness.collect must be true or false, got {out['collect']!r}")
+    out["rate"] = _number("rate", out["rate"], 0.01, 1000)
+    out["duration"] = _number("duration", out["duration"], 0, 3600, allow_none=True)
+    max_in_flight = out["max_in_flight"]
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or not 1 <= max_in_flight <= 4096:
+        raise ConfigurationError(f"chaosscheduler_witness.max_in_flight must be an integer from 1 to 4096, "
+                                 f"got {max_in_flight!r}")
+    out["settle"] = _number("settle", out["settle"], 0, 86400, allow_none=True)
+    out["submit_timeout"] = _number("submit_timeout", out["submit_timeout"], 0.1, 600)
+    out["stop_wait"] = _number("stop_wait", out["stop_wait"], 0, 86400, allow_none=True)
+    for key in ("evidence", "evidence_dir"):
+        value = out[key]
+        if not isinstance(value, str) or "\0" in value or "\n" in value:
+            raise ConfigurationError(f"chaosscheduler_witness.{key} must be a path, got {value!r}")
+    submitter = out["submitter"]
+    out["disabled_reason"] = None if out["enabled"] else "switched off by chaosscheduler_witness"
+    if submitter is None and platform != "testbed" and out["enabled"] and not configured:
+        out["enabled"] = False  # nothing said: the probes fall back to the platform's own account and say so
+        out["disabled_reason"] = (f"no witness submitter configured for the {platform} platform "
+                                  f"(chaosscheduler_witness.submitter, docs/witness.md)")
+    if submitter is None:
+        if out["enabled"] and platform != "testbed":
+            raise ConfigurationError(
+                f"chaosscheduler_witness.submitter is needed on the {platform} platform: how tasks are submitted, "
+                f"e.g. {{\"type\": \"command\", \"argv\": [\"sbatch\", \"--parsable\", \"--wrap\", \"{{command}}\"]}} "
+                f"(docs/witness.md), or set chaosscheduler_witness to false")
+        submitter = {"type": "testbed"}
+    if not isinstance(submitter, dict) or submitter.get("type") not in SUBMITTERS:
+        raise ConfigurationError(f"chaosscheduler_witness.submitter.type must be one of {', '.join(SUBMITTERS)}, "
+                                 f"got {submitter!r}")
+    from .submitters import validate  # each submitter validates its own options
+
+    out["submitter"] = validate(submitter)
+    return out
+
+
+def size(options: Dict[str, Any], workers: int, slots: Optional[int] = None) -> Dict[str, Any]:
+    """Fill in ``duration``, ``settle`` and ``stop_wait`` for a platform of ``workers`` workers and return the
+    sizing: ``{"duration", "running" (tasks at once), "per_worker", "slots_needed" (per worker, at 65 % use),
+    "warnings"}``. With ``slots`` known, a platform too small for the witness is a warning, not an error."""
+    out = options
+    workers = max(1, int(workers))
+    if out["duration"] is None:
+        out["duration"] = float(min(120, max(5, math.ceil(VICTIM_TASKS * workers / out["rate"]))))
+    if out["settle"] is None:
+        out["settle"] = out["duration"] + 90.0
+    if out["stop_wait"] is None:
+        out["stop_wait"] = out["settle"]
+    running = out["rate"] * out["duration"]
+    per_worker = running / workers
+    needed = math.ceil(per_worker / BUSY_SHARE)
+    warnings = []
+    if per_worker < 52:
+        warnings.append(f"the witness keeps ~{per_worker:.0f} tasks per worker running (rate {out['rate']:g}/s x "
+                        f"duration {out['duration']:g} s over {workers} workers): fewer than 52 on a lost worker "
+                        f"cannot decide rescheduling > 95 %")
+    if slots is not None and per_worker > slots * 0.9:
+        warnings.append(f"the witness needs ~{per_worker:.0f} slots per worker but the workers have {slots}: tasks "
+                        f"will queue; give the workers >= {needed} slots or lower rate/duration")
+    return {"duration": out["duration"], "settle": out["settle"], "running": running, "per_worker": per_worker,
+            "slots_needed": needed, "workers": workers, "slots": slots, "warnings": warnings}
