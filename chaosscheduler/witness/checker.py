@@ -7,6 +7,8 @@ anything; every anomaly comes with the task ids that prove it, so a person can f
   history and never executed to completion. Not completed and acknowledged later: ``unsettled`` (not judged). The
   execution ratio is completed / (completed + lost).
 * **completed_without_evidence** — the platform reported a completion, no execution ran to its end.
+* **forgotten** — (when the platform reports completions: ``meta["completions_reported"]``) ran to its end, yet
+  ``settle`` seconds later the platform has reported no completion: it dropped the task from its books.
 * **duplicated** — ``recorded_twice`` (the platform reported more than one completion), ``concurrent`` (two
   executions on two hosts at once, neither of them lost), ``executed_twice`` (run again after a complete, undisturbed
   execution). The same known attempt token on two hosts is always a duplicate.
@@ -268,7 +270,8 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
     judged = {t: e for t, e in tasks.items() if lo <= e["invoked_at"] <= hi}
     counts = {"invoked": len(judged), "ok": 0, "fail": 0, "info": 0, "unanswered": 0, "executed": 0,
               "completed": 0, "judged": 0, "unsettled": 0}
-    lost, unsettled, refused, info_exec, info_unknown, no_evidence = [], [], [], [], [], []
+    lost, unsettled, refused, info_exec, info_unknown, no_evidence, forgotten = [], [], [], [], [], [], []
+    reported = bool(h.meta.get("completions_reported"))
     errors: Dict[str, str] = {}
     for task, entry in judged.items():
         outcome = entry["outcome"] or "unanswered"
@@ -285,6 +288,9 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
         accepted = outcome == "ok" or (outcome in ("info", "unanswered") and (executed or completions.get(task)))
         if completions.get(task) and not completed:
             no_evidence.append(task)
+        if reported and completed and not completions.get(task):
+            if max(r["end"] for r in runs if r["end"] is not None) + settle <= end:
+                forgotten.append(task)
         if not accepted:
             continue
         since = entry.get("answered_at") if outcome == "ok" else entry["invoked_at"]
@@ -306,7 +312,7 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
     attempted = counts["invoked"]
     judged_done = counts["judged"] - len(lost)
     stall_list = stalls(h, window[0] if window else None, min(end, window[1]) if window else end)
-    anomalies = bool(lost or duplicated_ids or unexpected or no_evidence)
+    anomalies = bool(lost or duplicated_ids or unexpected or no_evidence or forgotten)
     return {
         "valid": False if anomalies else (None if counts["judged"] == 0 else True),
         "end": end, "settle": settle, "window": list(window) if window else None,
@@ -314,6 +320,7 @@ def check(history: Union[History, Dict[str, Any]], settle: Optional[float] = Non
         "submissions": ratio(counts["ok"], attempted, thresholds.get("submissions")),
         "execution": ratio(judged_done, counts["judged"], thresholds.get("execution")),
         "lost": sorted(lost), "unsettled": sorted(unsettled), "completed_without_evidence": sorted(no_evidence),
+        "forgotten": sorted(forgotten),
         "duplicated": {"recorded_twice": recorded_twice, "concurrent": found["concurrent"],
                        "executed_twice": found["executed_twice"]},
         "duplicated_ids": duplicated_ids,

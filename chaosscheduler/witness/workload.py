@@ -36,7 +36,9 @@ class Workload:
         self.options = options
         self.evidence = options.get("evidence") or command.evidence_name(run_id)
         self.recorder = Recorder(directory, dict(meta or {}, run_id=run_id, options=options, evidence=self.evidence,
-                                                 submitter=submitter.describe()))
+                                                 submitter=submitter.describe(),
+                                                 completions_reported=bool(submitter.reports_completions
+                                                                           and options.get("collect", True))))
         self.lock = threading.Lock()
         self.jobs: Dict[str, str] = {}
         self.in_flight = 0
@@ -200,6 +202,7 @@ class Workload:
                 "skipped_ticks": self.skipped, "valid": found["valid"], "counts": found["counts"],
                 "submissions": found["submissions"], "execution": found["execution"],
                 "lost": cut(found["lost"]), "duplicated": cut(found["duplicated_ids"]),
+                "forgotten": cut(found["forgotten"]),
                 "reexecuted_after_loss": len(found["reexecuted_after_loss"]), "refused": cut(found["refused"]),
                 "indeterminate": {k: cut(v) for k, v in found["indeterminate"].items()},
                 "unexpected": cut(found["unexpected"]), "stall": found["stall"],

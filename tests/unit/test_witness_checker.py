@@ -226,3 +226,13 @@ def test_a_recorded_history_loads_back_in_another_process_shape(tmp_path):
     loaded = load(str(tmp_path))
     assert loaded.tasks() == ["a"] and loaded.end == 50.0 and len(loaded.executions) == 1
     assert check(loaded, settle=10)["lost"] == ["a"]
+
+
+def test_a_task_that_ran_but_the_platform_never_reported_is_forgotten():
+    h = healthy().ok("dropped", 10).run("dropped", "w1", 10.1, 11)
+    history = h.history(end=100)
+    assert check(history, settle=10)["forgotten"] == []  # a platform that reports nothing cannot forget
+    history.meta["completions_reported"] = True
+    result = check(history, settle=10)
+    assert result["forgotten"] == ["dropped"] and result["valid"] is False and result["lost"] == []
+    assert check(history, settle=95)["forgotten"] == []  # it may still report it

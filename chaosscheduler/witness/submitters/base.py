@@ -57,6 +57,7 @@ class Submitter:
     """Hands witness tasks to a platform. Subclasses implement :meth:`submit`; the rest is optional."""
 
     kind = "abstract"
+    reports_completions = False  # True when completions() can tell which tasks the platform completed
 
     def submit(self, task_id: str, argv: List[str], duration: float) -> Dict[str, Any]:
         """Submit one task; never raises for the platform's errors: ``fail`` (definitely refused) or ``info``

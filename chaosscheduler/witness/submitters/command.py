@@ -111,6 +111,7 @@ class CommandSubmitter(Submitter):
         self.values = {"run": run_id, "evidence": evidence}
         self.job_re = re.compile(options["job_id_regex"], re.M)
         self.indeterminate_re = re.compile(options["indeterminate_regex"], re.M)
+        self.reports_completions = bool(options["status_argv"])
 
     def submit(self, task_id: str, argv: List[str], duration: float) -> Dict[str, Any]:
         started = time.monotonic()

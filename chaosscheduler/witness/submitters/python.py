@@ -63,6 +63,7 @@ class PythonSubmitter(Submitter):
             load_function("completions", options["completions"]) if options.get("completions") else None
         self.on_cleanup: Optional[Callable[..., Any]] = \
             load_function("cleanup", options["cleanup"]) if options.get("cleanup") else None
+        self.reports_completions = self.on_completions is not None
 
     def submit(self, task_id: str, argv: List[str], duration: float) -> Dict[str, Any]:
         started = time.monotonic()

@@ -35,6 +35,7 @@ def _definitely_unsent(error: ClientError) -> bool:
 
 class TestbedSubmitter(Submitter):
     kind = "testbed"
+    reports_completions = True
     __test__ = False
 
     def __init__(self, tb: Testbed, deadline: float = 10.0, attempt_timeout: float = 1.0):
