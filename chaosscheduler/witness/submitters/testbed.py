@@ -7,12 +7,11 @@ there (409) proves an earlier try was accepted: ``ok``. Completions come from th
 ``completed`` entry in a task's history); ``cleanup`` cancels the tasks still pending (``POST /api/cancel``).
 """
 
-import socket
 import time
 from typing import Any, Dict, List
 
 from ...testbed import ClusterSpec, Testbed
-from ...testbed.client import ClientError, request
+from ...testbed.submit import submit
 from .base import Submitter, result
 
 __all__ = ["TestbedSubmitter", "validate", "build"]
@@ -25,12 +24,6 @@ def validate(options: Dict[str, Any]) -> Dict[str, Any]:
     if unknown:
         raise ConfigurationError(f"the testbed witness submitter takes no option, got {', '.join(unknown)}")
     return {"type": "testbed"}
-
-
-def _definitely_unsent(error: ClientError) -> bool:
-    """A request that could not have reached a master: its socket is gone or refused the connection."""
-    cause = error.__cause__
-    return isinstance(cause, (FileNotFoundError, ConnectionRefusedError)) and not isinstance(cause, socket.timeout)
 
 
 class TestbedSubmitter(Submitter):
@@ -49,32 +42,13 @@ class TestbedSubmitter(Submitter):
     def submit(self, task_id: str, argv: List[str], duration: float) -> Dict[str, Any]:
         started = time.monotonic()
         body = {"job": task_id, "tasks": 1, "duration": duration, "command": argv}
-        errors: List[str] = []
-        maybe_sent = False
-        tries = 0
-        while True:
-            for name in sorted(self.masters, key=lambda m: m != self.preferred):
-                if tries and time.monotonic() - started > self.deadline:
-                    outcome = "info" if maybe_sent else "fail"
-                    return result(outcome, started, error="; ".join(errors[-3:]), tries=tries)
-                tries += 1
-                try:
-                    status, answer = self.tb.call(name, "POST", "/api/jobs", body, timeout=self.attempt_timeout)
-                except ClientError as e:
-                    maybe_sent = maybe_sent or not _definitely_unsent(e)
-                    errors.append(str(e))
-                    continue
-                if status == 201:
-                    self.preferred = answer.get("leader") or name
-                    return result("ok", started, job_id=task_id, tries=tries, master=name)
-                message = answer.get("error") if isinstance(answer, dict) else str(answer)
-                if status == 409 and "already exists" in str(message):
-                    return result("ok", started, job_id=task_id, tries=tries, master=name,
-                                  note="accepted by an earlier try")
-                errors.append(f"{name}: {status} {message}")
-                if status == 400:
-                    return result("fail", started, error=errors[-1], tries=tries)
-            time.sleep(0.05)
+        nodes = self.tb.nodes
+        answer = submit([(m, nodes[m].socket) for m in self.masters], body, deadline=self.deadline,
+                        attempt_timeout=self.attempt_timeout, preferred=self.preferred)
+        if answer["outcome"] == "ok":
+            self.preferred = answer.get("leader")
+            return result("ok", started, job_id=task_id, tries=answer["tries"])
+        return result(answer["outcome"], started, error=answer.get("error"), tries=answer["tries"])
 
     def completions(self, jobs: Dict[str, str]) -> List[Dict[str, Any]]:
         by_job = {job: task for task, job in jobs.items()}
