@@ -34,7 +34,8 @@ class Workload:
         self.submitter = submitter
         self.collector = collector
         self.options = options
-        self.evidence = options.get("evidence") or command.evidence_name(run_id)
+        self.evidence = (options.get("evidence") or getattr(submitter, "evidence_path", None)
+                         or command.evidence_name(run_id))
         self.recorder = Recorder(directory, dict(meta or {}, run_id=run_id, options=options, evidence=self.evidence,
                                                  submitter=submitter.describe(),
                                                  completions_reported=bool(submitter.reports_completions

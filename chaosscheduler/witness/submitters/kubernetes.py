@@ -6,9 +6,10 @@
 The default Job runs the witness script in one container (``restartPolicy: Never``, ``backoffLimit: 0``: one
 execution per Job unless the platform retries), with ``CS_WITNESS_NODE`` set to the pod's node (downward API) and
 the evidence written to ``/dev/stdout``: it is read back from the pods' logs (:class:`JobLogCollector`) before the
-Jobs are deleted. In a template, every string holding ``{task}``, ``{command}``, ``{duration}``... is expanded, and a
-list that is exactly ``["{argv}"]`` becomes the task's argv; a template of another kind needs ``plural`` (created
-with the custom-objects API) and its evidence is read by exec in the workers (``evidence_dir``). Every object
+Jobs are deleted (a Job template does the same: give its container ``["{argv}"]`` as command). In a template,
+every string holding ``{task}``, ``{command}``, ``{duration}``... is expanded, and a list that is exactly
+``["{argv}"]`` becomes the task's argv; a template of another kind needs ``plural`` (created with the
+custom-objects API) and its evidence is read by exec in the workers (``evidence_dir``). Every object
 carries the label ``chaosscheduler.io/witness-run``; ``close()`` deletes them all.
 
 The client is configured like chaostoolkit-kubernetes (:class:`chaosscheduler.platforms.kubernetes_api.KubeAPI`).
@@ -120,7 +121,8 @@ class KubernetesSubmitter(Submitter):
                                                 and self.template["kind"] == "Job")
         self.reports_completions = self.is_job
         self.evidence = evidence
-        self.collector: Optional[Collector] = JobLogCollector(self) if self.template is None else None
+        self.evidence_path = "/dev/stdout" if self.is_job else None  # read back from the pods' logs
+        self.collector: Optional[Collector] = JobLogCollector(self) if self.is_job else None
 
     def _body(self, task: str, argv: List[str], duration: float) -> Dict[str, Any]:
         if self.template is None:
@@ -132,6 +134,9 @@ class KubernetesSubmitter(Submitter):
         meta.setdefault("name", task)
         meta["namespace"] = self.namespace
         meta["labels"] = dict(meta.get("labels") or {}, **self.labels)
+        if self.is_job:  # the pods carry the run's label too: the log collector finds them by it
+            pod_meta = body.setdefault("spec", {}).setdefault("template", {}).setdefault("metadata", {})
+            pod_meta["labels"] = dict(pod_meta.get("labels") or {}, **self.labels)
         return body
 
     def _create(self, body: Dict[str, Any]) -> Any:
