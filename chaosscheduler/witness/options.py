@@ -25,7 +25,7 @@ DEFAULTS: Dict[str, Any] = {
     "max_in_flight": 64,    # submissions awaiting the platform's answer at once (beyond: a tick is skipped)
     "settle": None,         # seconds an acknowledged task may take to complete; None = duration + 90
     "submit_timeout": 10.0,  # seconds one submission may take (retries included) before it is indeterminate
-    "stop_wait": None,      # seconds stop() waits for acknowledged tasks to finish; None = settle
+    "stop_wait": None,      # seconds stop() waits for acknowledged tasks to finish; None = duration + 30
     "evidence": "",         # evidence file; "" = cs-witness-<run>.log under the task's $CS_WITNESS_DIR or /tmp
     "evidence_dir": "/tmp",  # where collectors look on hosts (may hold {node}); the testbed knows its own
     "collect": True,        # read the evidence back (and delete it) at stop
@@ -108,8 +108,8 @@ def size(options: Dict[str, Any], workers: int, slots: Optional[int] = None) -> 
         out["duration"] = float(min(120, max(5, math.ceil(VICTIM_TASKS * workers / out["rate"]))))
     if out["settle"] is None:
         out["settle"] = out["duration"] + 90.0
-    if out["stop_wait"] is None:
-        out["stop_wait"] = out["settle"]
+    if out["stop_wait"] is None:  # every fault is healed by then: a task still running ends within its duration
+        out["stop_wait"] = out["duration"] + 30.0
     running = out["rate"] * out["duration"]
     per_worker = running / workers
     needed = math.ceil(per_worker / BUSY_SHARE)

@@ -22,7 +22,7 @@ def test_defaults_and_sizing_make_the_rescheduling_threshold_decidable():
     assert options["enabled"] and options["rate"] == 10 and options["submitter"] == {"type": "testbed"}
     sizing = size(options, workers=4, slots=100)
     assert options["duration"] == 24 and sizing["per_worker"] == 60 and sizing["warnings"] == []
-    assert sizing["slots_needed"] == 93 and options["settle"] == 114 and options["stop_wait"] == 114
+    assert sizing["slots_needed"] == 93 and options["settle"] == 114 and options["stop_wait"] == 54
     small = size(parse({"rate": 2, "duration": 4}, "testbed"), workers=4, slots=4)
     assert any("52" in w for w in small["warnings"])
     assert any("slots" in w for w in size(parse({}, "testbed"), workers=4, slots=20)["warnings"])
