@@ -139,20 +139,25 @@ def part_sizing(args, bench: Session, load: Load) -> Dict[str, Any]:
     peak: Dict[str, int] = {}
     stop_sampling = threading.Event()
 
-    def sample() -> None:
+    def sample() -> None:  # the leader's summary: from its memory, no etcd read
         while not stop_sampling.wait(0.5):
-            try:
-                for w in tb.workers(running=True):
-                    peak[w["name"]] = max(peak.get(w["name"], 0), len(w["running"]))
-            except Exception:
-                continue
+            for master in tb.nodes_of("master"):
+                try:
+                    status, body = tb.call(master.name, "GET", "/api/summary", timeout=2.0)
+                except Exception:
+                    continue
+                if status == 200 and body.get("is_leader"):
+                    for name, w in body["workers"].items():
+                        peak[name] = max(peak.get(name, 0), w["running"])
+                    break
 
     record: Dict[str, Any] = {}
+    threading.Thread(target=sample, daemon=True).start()
     try:
         time.sleep(sizing["duration"] * 1.5 + 5)  # to steady state: every worker full of witness tasks
-        threading.Thread(target=sample, daemon=True).start()
         load.sample()
-        before = dict(peak)
+        before = dict(peak)  # the peak before the cut; from here on, the peak after it
+        peak.clear()
         record = actions.isolate_worker(worker="busiest", duration=args.cut, configuration=cfg)
         time.sleep(args.cut + 5)
         rollbacks.rejoin_worker(configuration=cfg)
@@ -162,6 +167,14 @@ def part_sizing(args, bench: Session, load: Load) -> Dict[str, Any]:
         summary = workload.stop()
     history = witness.load(bench.home, run_id)
     worker, at = record["targets"][0], record["started_at"]
+    if args.keep:
+        import shutil
+
+        shutil.copytree(os.path.join(bench.home, "runs", run_id), args.keep, dirs_exist_ok=True)
+        with open(os.path.join(args.keep, "events.jsonl"), "w") as handle:
+            handle.writelines(json.dumps(e) + "\n" for e in tb.events())
+        with open(os.path.join(args.keep, "fault.json"), "w") as handle:
+            json.dump(record, handle)
     moved = witness.rescheduling(history, [worker], at, deadline=60, threshold=0.95)
     found = witness.check(history, faults=[record], thresholds={"execution": 0.98, "submissions": 0.995})
     survivors = {w: n for w, n in peak.items() if w != worker}
@@ -173,6 +186,9 @@ def part_sizing(args, bench: Session, load: Load) -> Dict[str, Any]:
         ["started again elsewhere within 60 s", f"{moved['successes']} ({moved['value'] if moved['n'] else '-'}; "
                                                 f"one-sided 95 % lower bound {moved['lower']:.3f}, needs n >= "
                                                 f"{moved['n_needed']})"],
+        ["not started again (finished on the cut worker?)",
+         ", ".join(f"{t['task']} ({'finished in place' if t['finished_in_place'] else 'never finished'})"
+                   for t in moved["tasks"] if t["latency"] is None) or "-"],
         ["rescheduling latency p50 / p95 / max", f"{moved['latency']['p50']} / {moved['latency']['p95']} / "
                                                  f"{moved['latency']['max']} s"],
         ["survivors' peak running / slots", ", ".join(f"{w} {n}/{slots} ({n / slots:.0%})"
@@ -232,13 +248,14 @@ def main() -> int:
     parser.add_argument("--part", choices=["overhead", "sizing", "collect", "all"], default="all")
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per rate (overhead)")
     parser.add_argument("--rates", default="5,10,20", help="witness rates to measure (overhead)")
-    parser.add_argument("--sizing-cluster", default='{"workers": 4, "slots": 100, "load_rate": 2.0}')
+    parser.add_argument("--sizing-cluster", default='{"workers": 4, "slots": 120, "load_rate": 2.0}')
     parser.add_argument("--sizing-witness", default="{}", help="witness options (JSON) for the sizing part")
     parser.add_argument("--cut", type=float, default=30.0, help="seconds the busiest worker is cut off (sizing)")
     parser.add_argument("--tasks", type=int, default=1000, help="tasks whose evidence is collected (collect)")
     parser.add_argument("--workers", type=int, default=4, help="workers of the sshd lab (collect)")
     parser.add_argument("--runs", type=int, default=3, help="collection runs (collect)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--keep", help="copy the sizing run's witness history and the cluster's event log here")
     args = parser.parse_args()
     problem = _bench.requirements()
     if problem:

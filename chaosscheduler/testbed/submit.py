@@ -26,8 +26,9 @@ EX_TEMPFAIL = 75
 
 
 def _definitely_unsent(error: ClientError) -> bool:
-    """A request that cannot have reached a master: its socket is gone, or the connection was refused."""
-    return isinstance(error.__cause__, (FileNotFoundError, ConnectionRefusedError)) \
+    """A request that cannot have reached a master: its socket is gone, the connection was refused, or its accept
+    queue was full (EAGAIN on a Unix socket)."""
+    return isinstance(error.__cause__, (FileNotFoundError, ConnectionRefusedError, BlockingIOError)) \
         and not isinstance(error.__cause__, socket.timeout)
 
 
