@@ -70,7 +70,7 @@ class Master(MasterAPI):
         self.declarations: Dict[str, List[float]] = {}   # name -> times it was declared dead (history)
         self.unreachable: Dict[str, float] = {}          # worker -> monotonic time until we retry it
         self.dispatcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch")
-        self.dispatch_failures: List[Tuple[str, int, str]] = []
+        self.dispatch_failures: List[Tuple[str, int, str, bool]] = []  # (task, attempt, worker, refused)
         self.last_reconcile = 0.0
         self.rng = random.Random()
 
@@ -282,13 +282,20 @@ class Master(MasterAPI):
                                 attempt=updated["attempt"], not_before=updated.get("not_before"))
 
     def _handle_dispatch_failures(self) -> None:
+        """A refused dispatch puts the task back in the queue with a new attempt. A timed-out one may have reached
+        the worker (a slow worker on a loaded machine): re-running it elsewhere would run it twice, so it stays
+        assigned; reconciliation sends it again if the worker never got it, and a worker that is gone is declared
+        dead and its tasks rescheduled. Either way the worker is skipped for 2 s."""
         failures, self.dispatch_failures = self.dispatch_failures, []
         now = time.time()
-        for task_id, attempt, worker in failures:
+        for task_id, attempt, worker, refused in failures:
             task = self.tasks.get(task_id)
             if not task or task["state"] != "assigned" or task["attempt"] != attempt:
                 continue
             self.unreachable[worker] = time.monotonic() + 2.0
+            if not refused:
+                self.rt.events.emit("task_dispatch_unconfirmed", task=task_id, worker=worker, attempt=attempt)
+                continue
             updated = dict(task, state="pending", worker=None, attempt=attempt + 1,
                            history=task["history"] + [{"event": "dispatch_failed", "at": now, "worker": worker,
                                                        "attempt": attempt}])
@@ -347,14 +354,16 @@ class Master(MasterAPI):
                 "command": task.get("command")}
 
         def send() -> None:
+            refused = True
             try:
                 status, _ = request((reg["address"], reg["port"]), "POST", "/api/assign", body, timeout=0.5)
                 ok = status == 200
-            except ClientError:
+            except ClientError as e:
                 ok = False
+                refused = isinstance(e.__cause__, (ConnectionRefusedError, FileNotFoundError, BlockingIOError))
             if not ok and retry:
                 with self.lock:
-                    self.dispatch_failures.append((task["id"], task["attempt"], task["worker"]))
+                    self.dispatch_failures.append((task["id"], task["attempt"], task["worker"], refused))
 
         self.dispatcher.submit(send)
 
