@@ -4,7 +4,7 @@ checker, with the ids that prove it. No mock: the tasks are the witness's own sh
 
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 

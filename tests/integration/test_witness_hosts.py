@@ -8,7 +8,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 
 import pytest

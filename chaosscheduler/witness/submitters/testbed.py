@@ -10,7 +10,7 @@ there (409) proves an earlier try was accepted: ``ok``. Completions come from th
 import time
 from typing import Any, Dict, List
 
-from ...testbed import ClusterSpec, Testbed
+from ...testbed import Testbed
 from ...testbed.submit import submit
 from .base import Submitter, result
 
