@@ -17,8 +17,8 @@ anything; every anomaly comes with the task ids that prove it, so a person can f
 * **refused** (``fail``) and **indeterminate** (``info``) submissions; an indeterminate one seen executing is
   resolved as accepted (``indeterminate.executed``), otherwise it stays ``indeterminate.unknown``.
 * **unexpected** — executed or reported complete, never submitted by us.
-* **stall** — the longest time work was waiting (acknowledged, not started) while nothing started; one still open at
-  the end of the history is ``ongoing`` with its length so far (:func:`stalls`).
+* **stall** — the longest time work was waiting (submitted, acknowledged in the end or run, not started yet) while
+  nothing started; one still open at the end of the history is ``ongoing`` with its length so far (:func:`stalls`).
 
 :func:`rescheduling` answers, for the tasks running on given hosts at a given time (the cut), whether and when each
 one started again elsewhere. Ratios carry n and one-sided 95 % bounds (:mod:`.stats`).
@@ -132,10 +132,14 @@ def _repeats(task: str, runs: List[Execution], windows: List[Dict[str, Any]], fo
 
 
 def stalls(history: Union[History, Dict[str, Any]], start: Optional[float] = None,
-           end: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Every interval in which acknowledged work was waiting (acknowledged, not yet started) while no task started,
-    clipped to ``[start, end]`` (default: the whole history). ``{"from", "to", "seconds", "waiting" (tasks waiting
-    when it began or that joined), "ongoing" (still open at the end: its length so far)}``, longest first."""
+           end: Optional[float] = None, since: str = "invoke") -> List[Dict[str, Any]]:
+    """Every interval in which work was waiting while no task started, clipped to ``[start, end]`` (default: the
+    whole history). A task waits from its submission (``since="invoke"``: a client retrying through a leaderless
+    window is work waiting) or from its acknowledgement (``since="ack"``) until its first start; only tasks the
+    platform acknowledged or ran count. ``{"from", "to", "seconds", "waiting" (tasks waiting when it began or that
+    joined), "ongoing" (still open at the end: its length so far)}``, longest first."""
+    if since not in ("invoke", "ack"):
+        raise ValueError(f"since must be 'invoke' or 'ack', got {since!r}")
     h = _history(history)
     end = h.end if end is None else end
     if end is None:
@@ -148,11 +152,12 @@ def stalls(history: Union[History, Dict[str, Any]], start: Optional[float] = Non
                 starts.append(run["start"])
                 first_start[task] = min(first_start.get(task, math.inf), run["start"])
     points: List[Tuple[float, int, str]] = [(t, 0, "") for t in starts]
-    for event in h.events:
-        if event.get("type") == "ok":
-            task = event["task"]
-            if first_start.get(task, math.inf) > event["at"]:
-                points.append((event["at"], 1, task))
+    invoked = {e["task"]: e["at"] for e in h.events if e.get("type") == "invoke"}
+    acked = {e["task"]: e["at"] for e in h.events if e.get("type") == "ok"}
+    for task in set(acked) | (set(first_start) & set(invoked)):
+        at = invoked.get(task) if since == "invoke" else acked.get(task)
+        if at is not None and first_start.get(task, math.inf) > at:
+            points.append((at, 1, task))
     points.sort()
     waiting: set = set()
     joined = 0

@@ -62,7 +62,7 @@ def test_a_clean_history_is_valid_with_its_n():
     assert result["execution"]["n"] == 5 and result["execution"]["value"] == 1.0
     assert result["execution"]["decidable"] is False and result["execution"]["n_needed"] == 133
     assert result["submissions"]["successes"] == 5
-    assert result["stall"]["seconds"] == pytest.approx(0.09)  # ack at +0.01, start at +0.1
+    assert result["stall"]["seconds"] == pytest.approx(0.1)  # submitted at +0, started at +0.1
 
 
 def test_lost_needs_the_settle_time_to_pass_and_names_the_task():
@@ -152,12 +152,17 @@ def test_unexpected_tasks_are_named():
 def test_the_longest_stall_and_an_ongoing_one():
     h = H().ok("a", 0, 0.1).run("a", "w1", 0.2, 1).ok("b", 1, 1.1).ok("c", 2, 2.1).run("b", "w1", 6.1, 7)
     h.run("c", "w2", 6.2, 7)
-    [longest] = [s for s in stalls(h.history(end=20))][:1]
+    [longest] = [s for s in stalls(h.history(end=20), since="ack")][:1]
     assert longest == {"from": 1.1, "to": 6.1, "seconds": pytest.approx(5.0), "waiting": 2, "ongoing": False}
+    # from the submission: b waited from 1.0 (a client retrying through a leaderless window waits too)
+    assert stalls(h.history(end=20))[0]["from"] == 1 and stalls(h.history(end=20))[0]["seconds"] == pytest.approx(5.1)
+    # a submission refused in the end never waited in the platform
+    refused = H().ok("a", 0, 0.1).run("a", "w1", 0.2, 1).invoke("r", 2).answer("r", "fail", 9)
+    assert [(s["from"], s["to"]) for s in stalls(refused.history(end=20))] == [(0, 0.2)]
     h.ok("d", 8, 8.5)  # never started: the history ends while it waits
     result = check(h.history(end=20), settle=30)
-    assert result["stall"]["from"] == 8.5 and result["stall"]["ongoing"] is True
-    assert result["stall"]["seconds"] == pytest.approx(11.5)
+    assert result["stall"]["from"] == 8 and result["stall"]["ongoing"] is True
+    assert result["stall"]["seconds"] == pytest.approx(12)
     assert result["open_stall"] == result["stall"]
     clipped = stalls(h.history(end=20), start=3, end=5)
     assert clipped[0]["from"] == 3 and clipped[0]["to"] == 5
@@ -165,7 +170,7 @@ def test_the_longest_stall_and_an_ongoing_one():
 
 def test_no_stall_when_nothing_waits():
     h = H().ok("a", 0, 0.5).run("a", "w1", 0.2, 1)  # started before its acknowledgement arrived
-    assert stalls(h.history(end=10)) == []
+    assert stalls(h.history(end=10), since="ack") == []
 
 
 def test_rescheduling_by_identity():
