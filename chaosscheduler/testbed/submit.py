@@ -102,9 +102,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.status or args.cancel:
             jobs = set(args.rest)
-            tasks = [t for t in _any(masters, "GET", "/api/tasks")["tasks"] if t.get("job") in jobs]
+            tasks = [t for t in _any(masters, "GET", "/api/tasks", timeout=args.deadline)["tasks"]
+                     if t.get("job") in jobs]
             if args.cancel:
-                answer = _any(masters, "POST", "/api/cancel", {"tasks": [t["id"] for t in tasks]})
+                answer = _any(masters, "POST", "/api/cancel", {"tasks": [t["id"] for t in tasks]},
+                              timeout=args.deadline)
                 print(json.dumps(answer))
                 return 0
             for task in tasks:
