@@ -204,6 +204,7 @@ class Workload:
                 "submissions": found["submissions"], "execution": found["execution"],
                 "lost": cut(found["lost"]), "duplicated": cut(found["duplicated_ids"]),
                 "forgotten": cut(found["forgotten"]),
+                "completed_without_evidence": cut(found["completed_without_evidence"]),
                 "reexecuted_after_loss": len(found["reexecuted_after_loss"]), "refused": cut(found["refused"]),
                 "indeterminate": {k: cut(v) for k, v in found["indeterminate"].items()},
                 "unexpected": cut(found["unexpected"]), "stall": found["stall"],
