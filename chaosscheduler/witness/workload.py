@@ -157,6 +157,7 @@ class Workload:
                 records, collection = [], {"errors": [f"{type(e).__name__}: {e}"]}
             self.recorder.add_executions(records)
             report["collection"] = collection
+            report["completions_asked_at"] = time.time()  # what the platform reports is as of this moment
             try:
                 for done in self.submitter.completions(jobs):
                     self.recorder.record("completion", done["task"], at=done.get("at") or time.time(),
