@@ -141,8 +141,8 @@ def _stop_if_signalled(where: str) -> None:
     if run.signal is None or run.shielded or run.recorder is None or run.recorder.phase in ("rollbacks", "ending",
                                                                                            "ended"):
         return
-    raise InterruptExecution(f"{run.signal['name']} received during the {run.signal['phase']}: the run stops at "
-                             f"{where}; rollbacks and the chaosscheduler control's undo follow")
+    raise InterruptExecution(f"{run.signal['name']} received during the {run.signal['phase']}: the run stops "
+                             f"({where}); the rollbacks and the chaosscheduler control's undo follow")
 
 
 # ------------------------------------------------------------------------------------------------ start

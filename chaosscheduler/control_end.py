@@ -157,8 +157,11 @@ def finish(run: Any, journal: Optional[Dict[str, Any]], configuration: Optional[
                        "(first: %s)", during["failed"], during["checks"], during["first_failed_probe"])
     if run.signal is not None:
         where = PHASE_TEXT.get(run.signal["phase"], run.signal["phase"])
+        played = len((journal or {}).get("rollbacks") or [])
+        declared = len(((journal or {}).get("experiment") or {}).get("rollbacks") or [])
         reasons.insert(0, f"interrupted by {run.signal['name']} during the {where} at {_hhmmss(run.signal['at'])}; "
-                          f"the rollbacks and the control's undo ran")
+                          f"rollbacks played: {played} of {declared}; the control undid "
+                          f"{len(summary.get('undone') or [])} fault(s) of the run")
         journal_view["status"] = "interrupted"
         journal_view.setdefault("interruption", {"kind": "signal", "name": run.signal["name"],
                                                  "reason": f"received {run.signal['name']}"})
