@@ -50,7 +50,8 @@ def _entry(activity: Dict[str, Any]) -> Dict[str, Any]:
             provider[key] = activity[key]
     run: Dict[str, Any] = {"activity": {"name": activity.get("name"), "type": activity.get("type"),
                                         "provider": provider},
-                           "start": _iso(activity.get("started_at")), "status": activity.get("status"),
+                           "start": _iso(activity.get("started_at")),
+                           "status": activity.get("status") if activity.get("ended_at") is not None else None,
                            "output": activity.get("output")}
     if activity.get("ended_at") is not None:
         run["end"] = _iso(activity["ended_at"])
