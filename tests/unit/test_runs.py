@@ -335,3 +335,45 @@ def test_provider_text_names_every_kind():
     assert symptoms.provider_text({"provider": {"type": "python", "module": "m", "func": "f"}}) == "python:m.f"
     assert symptoms.provider_text({"provider": {"type": "process", "path": "kill"}}) == "process:kill"
     assert symptoms.provider_text({"provider": {"type": "http", "url": "http://x/y"}}) == "http:http://x/y"
+
+
+# ------------------------------------------------------------------------------------------------ the signal handler
+def test_a_signal_is_recorded_and_chained_outside_the_undo_and_only_recorded_during_it(home):
+    """The control's handler records the first signal in the run record, then lets the previous handler act
+    (chaoslib: InterruptExecution) — except while the run undoes its faults, which a signal must not cut short;
+    the hooks then raise at the next step of the run, but never during the rollbacks or the final undo."""
+    import signal as _signal
+
+    from chaoslib.exceptions import InterruptExecution
+
+    from chaosscheduler import control
+
+    calls = []
+    run = control.Run()
+    run.recorder = make_recorder(home, "run-sig")
+    run.previous = {_signal.SIGTERM: lambda signum, frame: calls.append(signum) or "chained"}
+    saved, control._run = control._run, run
+    try:
+        run.recorder.set_phase("method")
+        assert control._on_signal(_signal.SIGTERM, None) == "chained" and calls == [_signal.SIGTERM]
+        on_disk = runs.load(home, "run-sig")
+        assert on_disk["signal"]["name"] == "SIGTERM" and on_disk["signal"]["phase"] == "method"
+        with pytest.raises(InterruptExecution, match="SIGTERM received during the method: the run stops"):
+            control._stop_if_signalled("the next step")
+        first = run.signal
+        run.recorder.set_phase("rollbacks")
+        control._stop_if_signalled("a rollback")  # the rollbacks are the undo: no raise
+        run.recorder.set_phase("ending")
+        assert control._on_signal(_signal.SIGTERM, None) is None and calls == [_signal.SIGTERM]  # not chained
+        assert run.signal is first  # the first signal is the one recorded
+        run.recorder.set_phase("method")
+        run.shielded = True  # after the hypothesis after the method: undo only
+        assert control._on_signal(_signal.SIGINT, None) is None
+        control._stop_if_signalled("anything")
+        run.shielded = False
+        run.previous = {}
+        with pytest.raises(InterruptExecution, match="SIGINT signal received"):  # no previous handler: raise
+            control._on_signal(_signal.SIGINT, None)
+    finally:
+        control._run = saved
+        run.recorder.deactivate()
