@@ -73,6 +73,7 @@ class Run:
         self.signal: Optional[Dict[str, Any]] = None
         self.shielded = False           # undoing: a signal is recorded, the undo is not cut short
         self.finished = False
+        self.finishing = False
         self.failed_actions: List[str] = []
         self.skipped_probes: List[Dict[str, Any]] = []
         self.leftovers: Optional[Dict[str, Any]] = None
@@ -214,7 +215,7 @@ def _start(context: Experiment, configuration: Configuration, secrets: Secrets, 
         from . import timeline as _timeline
 
         run.timeline = _timeline.start_for(run.settings, run.run_id, run.options["timeline_interval"], secrets)
-    control_run.start_witness(run, configuration, secrets)
+    control_run.start_witness(run, secrets)
     _stop_if_signalled("the end of start-up")
 
 
@@ -310,7 +311,11 @@ def after_activity_control(context: Dict[str, Any], state: Any = None, **kwargs:
 # ------------------------------------------------------------------------------------------------ end
 def after_experiment_control(context: Experiment, state: Journal = None, configuration: Configuration = None,
                              secrets: Secrets = None, **kwargs: Any) -> None:
-    control_end.finish(_run, state if isinstance(state, dict) else None, configuration)
+    try:
+        control_end.finish(_run, state if isinstance(state, dict) else None, configuration)
+    except Exception as e:  # chaoslib would hide it at debug level: say it; the cleanup hook tries again
+        logger.error("chaosscheduler control: the end of the run failed (%s: %s); retrying on cleanup",
+                     type(e).__name__, e)
 
 
 def cleanup_control(**kwargs: Any) -> None:

@@ -121,12 +121,21 @@ def final_line(run_id: Optional[str], status: Optional[str], deviated: bool, why
             f"{_exit_code(status, deviated)}")
 
 
-def finish(run: Any, journal: Optional[Dict[str, Any]], configuration: Optional[Dict[str, Any]]) -> None:
+def finish(run: Any, journal: Optional[Dict[str, Any]], configuration: Optional[Dict[str, Any]] = None) -> None:
     """Everything the end of a run needs, whatever its status; ``journal`` is None when Chaos Toolkit never called
-    the after-experiment hook (then the run record alone says what happened)."""
-    if run.finished:
+    the after-experiment hook (then the run record alone says what happened). If it fails half-way, the control's
+    cleanup hook calls it again (every step is idempotent)."""
+    if run.finished or run.finishing:
         return
-    run.finished, run.shielded = True, True
+    run.finishing, run.shielded = True, True
+    try:
+        _finish(run, journal)
+    finally:
+        run.finishing = False
+    run.finished = True
+
+
+def _finish(run: Any, journal: Optional[Dict[str, Any]]) -> None:
     recorder = run.recorder
     if recorder is not None:
         recorder.set_phase("ending")

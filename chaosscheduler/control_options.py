@@ -36,9 +36,10 @@ def _check(name: str, value: Any) -> Any:
     if name == "timeline_interval":
         return number(name, value, 0.05, 60)
     if name == "witness":
-        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        if value is not None and not isinstance(value, bool) \
+                and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
             raise ConfigurationError(f"argument 'witness' must be a mapping of witness options (like the "
-                                     f"configuration key chaosscheduler_witness) or null, got {value!r}")
+                                     f"configuration key chaosscheduler_witness), false (off) or null, got {value!r}")
         if isinstance(value, dict) and "enabled" in value and not isinstance(value["enabled"], bool):
             raise ConfigurationError(f"argument 'witness': 'enabled' must be true or false, got "
                                      f"{value['enabled']!r}")

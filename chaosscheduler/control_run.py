@@ -2,6 +2,7 @@
 the witness, and record every activity (with its window) as it starts and ends. See :mod:`chaosscheduler.control`."""
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -116,21 +117,13 @@ def ensure_testbed(run: Any) -> None:
         logger.info("chaosscheduler: using the running embedded cluster %r", spec.name)
 
 
-def witness_options(run: Any, configuration: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    options: Dict[str, Any] = {}
-    configured = (configuration or {}).get("chaosscheduler_witness")
-    if isinstance(configured, dict):
-        options.update(configured)
-    options.update(run.options.get("witness") or {})
-    return options
-
-
-def start_witness(run: Any, configuration: Optional[Dict[str, Any]], secrets: Any) -> None:
+def start_witness(run: Any, secrets: Any) -> None:
     """Start the witness workload (``chaosscheduler.witness``) once the platform is ready, if that package is
-    present and the options do not disable it. A witness that cannot start is recorded, not fatal (a strict run
-    fails at its end: the probes that need it cannot decide)."""
-    options = witness_options(run, configuration)
-    if options.get("enabled") is False:
+    present and its options (configuration ``chaosscheduler_witness``, overridden key by key by the control's
+    ``witness`` argument) do not switch it off. A witness that cannot start is recorded, not fatal: the probes that
+    need its history then say they cannot decide."""
+    argument = run.options.get("witness")
+    if argument is False or (isinstance(argument, dict) and argument.get("enabled") is False):
         run.witness_summary = {"enabled": False}
         return
     try:
@@ -138,20 +131,24 @@ def start_witness(run: Any, configuration: Optional[Dict[str, Any]], secrets: An
     except ImportError:
         logger.debug("chaosscheduler: no witness package in this version: no witness workload")
         return
-    if not callable(getattr(witness, "start", None)):
+    start = getattr(witness, "start", None)
+    if not callable(start):
         return
     try:
         from .platforms import for_settings
 
         platform = for_settings(run.settings, secrets) if secrets else for_settings(run.settings)
-        run.witness = witness.start(run.settings, platform, os.path.dirname(run.recorder.path), options)
+        extra = {"secrets": secrets} if "secrets" in inspect.signature(start).parameters else {}
+        run.witness = start(run.settings, platform, os.path.dirname(run.recorder.path), argument, **extra)
     except (ChaosSchedulerError, ValueError, TypeError, OSError) as e:
         run.witness_summary = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
         logger.error("chaosscheduler: the witness workload could not start: %s", run.witness_summary["error"])
         return
-    if run.witness is not None:
-        run.recorder.update(witness={"started_at": time.time(), "options": options})
-        logger.info("chaosscheduler: witness workload started")
+    if run.witness is None:
+        run.witness_summary = {"enabled": False}
+        return
+    run.recorder.update(witness={"started_at": time.time(), "directory": getattr(run.witness, "directory", None)})
+    logger.info("chaosscheduler: witness workload started")
 
 
 # ------------------------------------------------------------------------------------------------ activities
