@@ -105,6 +105,23 @@ def _during(journal: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return {"checks": len(states), "failed": len(failed), "first_failed_probe": first}
 
 
+def _verdicts() -> Optional[Dict[str, Any]]:
+    """The tolerances' judgments and the experiment's warnings (``chaosscheduler.tolerances.journal_section``), when
+    that module provides them."""
+    try:
+        from . import tolerances
+    except ImportError:
+        return None
+    section = getattr(tolerances, "journal_section", None)
+    if not callable(section):
+        return None
+    try:
+        return section()
+    except Exception as e:  # the journal must still be written
+        logger.warning("chaosscheduler: the verdicts' journal section failed: %s", e)
+        return None
+
+
 def _exit_code(status: Optional[str], deviated: bool) -> str:
     from .control_run import _click_param
 
@@ -186,6 +203,9 @@ def _finish(run: Any, journal: Optional[Dict[str, Any]]) -> None:
         summary["timeline"] = _timeline.finish(timeline)
     _stop_testbed(run, summary)
     summary.update(observed_faults=observed, skipped_probes=run.skipped_probes, leftovers=run.leftovers)
+    verdicts = _verdicts()
+    if verdicts is not None:
+        summary["verdicts"] = verdicts
     if journal is not None:
         journal["chaosscheduler"] = summary
     for reason in reasons:
