@@ -183,3 +183,37 @@ def test_a_substituted_argument_is_checked_once_substituted(tmp_path, home):
     assert proc.returncode == 1 and journal["status"] == "interrupted"
     assert "argument 'strict' must be true or false, got 'no'" in proc.stdout + proc.stderr
     assert not os.path.exists(runs.runs_dir(home))
+
+
+@NEEDS_ROOT
+@NEEDS_ETCD
+def test_the_witness_runs_from_the_platform_start_to_after_the_rollbacks(tmp_path, home):
+    """The control starts the witness once the cluster is ready (before the steady state), stops it after the
+    hypothesis and the rollbacks, and keeps its summary; its history lives in the run directory. ``witness: false``
+    switches it off."""
+    witness = pytest.importorskip("chaosscheduler.witness")
+    health = {"type": "probe", "name": "cluster-is-healthy",
+              "tolerance": {"type": "range", "range": [0, 0], "target": "problem_count"},
+              "provider": {"type": "python", "module": "chaosscheduler.probes", "func": "cluster_health"}}
+    exp = experiment([process("pause", "sleep", "1")], [health],
+                     [control(warmup=0, witness={"rate": 5, "duration": 0.5, "settle": 15})],
+                     rollbacks=[process("rollback-pause", "sleep", "0.2")])
+    proc, journal = chaos(tmp_path, home, exp, cluster=unique_name("w"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    ours = journal["chaosscheduler"]
+    summary = ours["witness"]
+    assert summary["run_id"] == ours["run_id"] and summary["running"] is False
+    assert summary["directory"] == os.path.join(runs.run_dir(home, ours["run_id"]), "witness")
+    assert summary["started_at"] <= runs.load(home, ours["run_id"])["activities"][0]["started_at"]  # before the hypothesis
+    assert summary["stopped_at"] >= max(a["ended_at"] for a in runs.load(home, ours["run_id"])["activities"])
+    history = witness.load(home, ours["run_id"])
+    assert history.tasks(), "the witness submitted nothing"
+    assert summary["valid"] is True, summary
+
+    off = tmp_path / "off"
+    off.mkdir()
+    exp["controls"] = [control(warmup=0, witness=False)]
+    proc, journal = chaos(off, home, exp, cluster=unique_name("w"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert journal["chaosscheduler"]["witness"] == {"enabled": False}
+    assert not os.path.exists(os.path.join(runs.run_dir(home, journal["chaosscheduler"]["run_id"]), "witness"))
