@@ -42,14 +42,18 @@ def _undo(run: Any, summary: Dict[str, Any]) -> None:
         summary["undone"], summary["undo_errors"], summary["faults"] = [], [str(e)], []
 
 
-def _stop_witness(run: Any) -> Optional[Dict[str, Any]]:
+def _stop_witness(run: Any, faults: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Stop the witness (after the rollbacks and the undo: its evidence is read back over a healed network) and
+    return its summary, judged with this run's fault windows (a task run again after a cut is not a duplicate)."""
     workload, run.witness = run.witness, None
     if workload is None:
         return run.witness_summary
+    windows = [{"id": f.get("id"), "targets": f.get("targets") or [], "started_at": f["started_at"],
+                "ended_at": f.get("undone_at") or f.get("deadline")} for f in faults if f.get("started_at")]
     try:
         result = workload.stop()
-        if not isinstance(result, dict) and callable(getattr(workload, "summary", None)):
-            result = workload.summary()
+        if windows and callable(getattr(workload, "summary", None)):
+            result = workload.summary(faults=windows)
         return result if isinstance(result, dict) else {"stopped": True}
     except Exception as e:  # the undo and the journal matter more: record it
         logger.error("chaosscheduler: the witness workload could not be stopped cleanly: %s", e)
@@ -167,7 +171,7 @@ def _finish(run: Any, journal: Optional[Dict[str, Any]]) -> None:
         return
     summary["run_dir"] = os.path.dirname(recorder.path) if recorder else None
     _undo(run, summary)
-    summary["witness"] = _stop_witness(run)
+    summary["witness"] = _stop_witness(run, summary.get("faults") or [])
     observed = recorder.observed() if recorder else []
     journal_view = journal if journal is not None else {"status": "aborted", "steady_states": {}}
     reasons = _strict_reasons(run, journal_view, observed) if run.options.get("strict", True) else []
