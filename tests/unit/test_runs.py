@@ -377,3 +377,28 @@ def test_a_signal_is_recorded_and_chained_outside_the_undo_and_only_recorded_dur
     finally:
         control._run = saved
         run.recorder.deactivate()
+
+
+def test_a_fault_of_a_killed_run_that_cannot_be_undone_stops_a_strict_run_only(home, caplog):
+    import types
+
+    from chaoslib.exceptions import InterruptExecution
+
+    from chaosscheduler import control_run
+
+    Ledger(home).record({"id": "f1", "kind": "unknown-kind", "action": "x", "targets": [], "run_id": "run-dead",
+                         "platform": {"type": "testbed", "state_dir": os.path.join(home, "nothing")}})
+    write_json_atomic(os.path.join(runs.run_dir(home, "run-dead"), "run.json"),
+                      dict(run_id="run-dead", phase="method", experiment={"title": "t"}, **dead_process()))
+    rec = make_recorder(home, "run-new")
+    try:
+        run = types.SimpleNamespace(settings=types.SimpleNamespace(home=home), run_id="run-new", recorder=rec,
+                                    options={"strict": True}, leftovers=None)
+        with pytest.raises(InterruptExecution, match="faults left by a killed run could not be undone"):
+            control_run.heal_leftovers(run)
+        assert runs.load(home, "run-new")["leftovers"]["errors"][0].startswith("f1")
+        run.options["strict"] = False
+        control_run.heal_leftovers(run)  # warns and goes on
+        assert "strict: false, going on" in caplog.text
+    finally:
+        rec.deactivate()
