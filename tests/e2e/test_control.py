@@ -217,3 +217,34 @@ def test_the_witness_runs_from_the_platform_start_to_after_the_rollbacks(tmp_pat
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert journal["chaosscheduler"]["witness"] == {"enabled": False}
     assert not os.path.exists(os.path.join(runs.run_dir(home, journal["chaosscheduler"]["run_id"]), "witness"))
+
+
+@NEEDS_ROOT
+@NEEDS_ETCD
+def test_a_leader_killed_by_a_plain_process_action_is_timed_from_its_window(tmp_path, home, make_cluster):
+    """Issue 13, item 2, end to end: the method kills the leader with Chaos Toolkit's own ``process`` provider
+    (``kill -9 <pid>``, no ledger record); the control records the action's window as an observed fault, and our
+    leader_election_time probe measures from it. The figure agrees with the cluster's ground-truth event log."""
+    from chaosscheduler import measurements
+
+    if not hasattr(measurements, "observed_faults"):
+        pytest.skip("the probes that time other tools' faults are not in this version")
+    tb = make_cluster(load_rate=2)
+    leader = tb.leader()
+    method = [process("kill-9-the-leader", "kill", ["-9", str(tb.process(leader)["pid"])]),
+              {"type": "probe", "name": "measure-leader-election-time",
+               "provider": {"type": "python", "module": "chaosscheduler.probes", "func": "leader_election_time",
+                            "arguments": {"timeout": 30}}}]
+    exp = experiment(method, [process("ok", "true", kind="probe", tolerance=0)],
+                     [control(testbed="never", warmup=0, witness=False)])
+    proc, journal = chaos(tmp_path, home, exp, cluster=tb.spec.name)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    [observed] = journal["chaosscheduler"]["observed_faults"]
+    assert observed["provider"] == "process:kill" and observed["ours"] is False and observed["status"] == "succeeded"
+    measured = journal["run"][1]["output"]
+    assert measured["decided"] and measured["fault"]["origin"] == "observed", measured
+    acquired = min((e for e in tb.events("leader_acquired") if e["ts"] >= observed["started_at"]
+                    and e["node"] != leader), key=lambda e: e["ts"])
+    assert measured["new_leader"] == acquired["node"]
+    assert abs(measured["value"] - (acquired["since"] - observed["started_at"])) < 0.002, (measured, acquired)
+    assert acquired["since"] - observed["ended_at"] <= measured["value"]  # the kill happened inside the window
