@@ -25,7 +25,7 @@ from . import procs, runs
 from ._files import read_json
 from .faults import undo_open
 from .ledger import Ledger
-from .run_journal import PHASE_TEXT, _utc
+from .run_journal import PHASE_TEXT, utc_text
 
 __all__ = ["heal_faults", "left_cluster", "release_cluster"]
 logger = logging.getLogger("chaostoolkit")
@@ -49,7 +49,7 @@ def heal_faults(home: str, run_id: str) -> Dict[str, Any]:
         logger.warning("chaosscheduler: run %s (%s) was killed during the %s (last recorded %s): healing what it "
                        "left before this run measures anything", record["run_id"],
                        (record.get("experiment") or {}).get("title") or "untitled", where,
-                       _utc(record.get("updated_at")))
+                       utc_text(record.get("updated_at")))
         for fault in record.get("observed_faults") or []:
             if not fault.get("ours") and fault.get("status") in ("succeeded", "running", None):
                 summary["external"].append({"run_id": record["run_id"], "name": fault.get("name"),

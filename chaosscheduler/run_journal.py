@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import runs
 from ._files import read_json
 
-__all__ = ["to_journal", "journal_for_report", "is_run_record", "fault_summary", "PHASE_TEXT"]
+__all__ = ["to_journal", "journal_for_report", "is_run_record", "fault_summary", "utc_text", "PHASE_TEXT"]
 
 PHASE_TEXT = {"starting": "start-up (before the steady-state hypothesis)",
               "steady-state-before": "steady-state hypothesis before the method", "method": "method",
@@ -33,7 +33,7 @@ def _iso(ts: Any) -> Optional[str]:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat()
 
 
-def _utc(ts: Any) -> str:
+def utc_text(ts: Any) -> str:
     if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         return "an unknown time"
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -79,15 +79,15 @@ def _hypothesis(entries: List[Dict[str, Any]], declared: int) -> Optional[Dict[s
 def _fate(fault: Dict[str, Any]) -> str:
     state = fault.get("state")
     if state == "expired":
-        return (f"expired at {_utc(fault.get('undone_at'))} (its deadline was {_utc(fault.get('deadline'))}: undone "
+        return (f"expired at {utc_text(fault.get('undone_at'))} (its deadline was {utc_text(fault.get('deadline'))}: undone "
                 f"by its reaper)")
     if state == "undone":
         by = f" by run {fault['healed_by']}, which found it left behind" if fault.get("healed_by") else ""
-        return f"undone at {_utc(fault.get('undone_at'))}{by}"
+        return f"undone at {utc_text(fault.get('undone_at'))}{by}"
     if state == "failed":
         return "failed while being injected (what was applied was undone at once)"
     if state in ("recorded", "active"):
-        return (f"still open: it expires at {_utc(fault.get('deadline'))}; 'chaosscheduler heal' undoes it now"
+        return (f"still open: it expires at {utc_text(fault.get('deadline'))}; 'chaosscheduler heal' undoes it now"
                 if fault.get("deadline") else "still open: 'chaosscheduler heal' undoes it")
     return f"in state {state!r}"
 
@@ -125,7 +125,7 @@ def to_journal(record: Dict[str, Any], faults: Optional[List[Dict[str, Any]]] = 
         where = PHASE_TEXT.get(phase, str(phase))
         during = f", during the {running[-1].get('type')} '{running[-1].get('name')}'" if running else ""
         headline = (f"killed during the {where}{during}: the chaos process (pid {record.get('pid')}) vanished "
-                    f"without ending the run; last recorded {_utc(record.get('updated_at'))}")
+                    f"without ending the run; last recorded {utc_text(record.get('updated_at'))}")
         status = "killed"
     elif state == "running":
         headline = f"still running (pid {record.get('pid')}) in the {PHASE_TEXT.get(phase, phase)}: its record so far"
@@ -144,7 +144,7 @@ def to_journal(record: Dict[str, Any], faults: Optional[List[Dict[str, Any]]] = 
     if others and state in ("killed", "dead"):
         reasons.append("Chaosscheduler cannot undo what other tools' actions did, and this run's rollbacks did not "
                        "all run: " + "; ".join(f"'{f.get('name')}' ({f.get('provider')}) from "
-                                               f"{_utc(f.get('started_at'))}" for f in others))
+                                               f"{utc_text(f.get('started_at'))}" for f in others))
     by_phase: Dict[str, List[Dict[str, Any]]] = {}
     for activity in activities:
         by_phase.setdefault(activity.get("phase"), []).append(activity)
