@@ -79,8 +79,8 @@ def _hypothesis(entries: List[Dict[str, Any]], declared: int) -> Optional[Dict[s
 def _fate(fault: Dict[str, Any]) -> str:
     state = fault.get("state")
     if state == "expired":
-        return (f"expired at {utc_text(fault.get('undone_at'))} (its deadline was {utc_text(fault.get('deadline'))}: undone "
-                f"by its reaper)")
+        return (f"expired at {utc_text(fault.get('undone_at'))} (its deadline was "
+                f"{utc_text(fault.get('deadline'))}: undone by its reaper)")
     if state == "undone":
         by = f" by run {fault['healed_by']}, which found it left behind" if fault.get("healed_by") else ""
         return f"undone at {utc_text(fault.get('undone_at'))}{by}"

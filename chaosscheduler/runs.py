@@ -35,7 +35,8 @@ from .errors import ChaosSchedulerError
 from .ledger import KEEP_SECONDS
 
 __all__ = ["PHASES", "Recorder", "current_phase", "observed_faults", "run_dir", "runs_dir", "load", "read",
-           "alive", "all_records", "state_of", "run_states", "unfinished", "mark_killed", "prune", "to_journal", "RunRecordError"]
+           "alive", "all_records", "state_of", "run_states", "unfinished", "mark_killed", "prune", "to_journal",
+           "RunRecordError"]
 
 VERSION = 1
 PHASES = ("starting", "steady-state-before", "method", "steady-state-after", "rollbacks", "ending", "ended")

@@ -204,7 +204,8 @@ def test_the_witness_runs_from_the_platform_start_to_after_the_rollbacks(tmp_pat
     summary = ours["witness"]
     assert summary["run_id"] == ours["run_id"] and summary["running"] is False
     assert summary["directory"] == os.path.join(runs.run_dir(home, ours["run_id"]), "witness")
-    assert summary["started_at"] <= runs.load(home, ours["run_id"])["activities"][0]["started_at"]  # before the hypothesis
+    first = runs.load(home, ours["run_id"])["activities"][0]
+    assert first["phase"] == "steady-state-before" and summary["started_at"] <= first["started_at"]
     assert summary["stopped_at"] >= max(a["ended_at"] for a in runs.load(home, ours["run_id"])["activities"])
     history = witness.load(home, ours["run_id"])
     assert history.tasks(), "the witness submitted nothing"

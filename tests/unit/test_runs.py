@@ -170,7 +170,8 @@ def killed_record(home, **changes):
 def test_a_killed_run_reads_as_a_killed_journal_with_its_faults_fate(home):
     started = 1_800_000_000.0
     faults = [{"id": "f1", "action": "isolate_worker", "targets": ["worker-2"], "state": "expired",
-               "started_at": started + 3.5, "deadline": started + 63.5, "undone_at": started + 63.6, "run_id": "run-k1"}]
+               "started_at": started + 3.5, "deadline": started + 63.5, "undone_at": started + 63.6,
+               "run_id": "run-k1"}]
     journal = to_journal(killed_record(home), faults)
     assert journal["status"] == "killed" and journal["deviated"] is False
     ours = journal["chaosscheduler"]
@@ -269,7 +270,7 @@ def test_healing_undoes_open_faults_of_dead_runs_only(home):
     assert runs.load(home, "run-dead")["killed"] is True
 
 
-# ------------------------------------------------------------------------------------------------ the control's arguments
+# ------------------------------------------------------------------------------------------------ control arguments
 @pytest.mark.parametrize("arguments,message", [
     ({"strict": "false"}, "argument 'strict' must be true or false, got 'false'"),
     ({"timeline": 1}, "argument 'timeline' must be true or false"),
