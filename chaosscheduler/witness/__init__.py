@@ -19,6 +19,7 @@ overrides it key by key.
 """
 
 import logging
+import math
 import os
 from typing import Any, Dict, Optional, Union
 
@@ -53,8 +54,11 @@ def options_for(settings: Any, options: Union[None, bool, Dict[str, Any]] = None
 
 
 def _slots(platform: Any) -> Optional[int]:
+    """Slots per worker left for the witness (the embedded cluster's load generator keeps some busy)."""
     if platform.kind == "testbed":
-        return platform.tb.spec.slots
+        spec = platform.tb.spec
+        busy = math.ceil(spec.load_rate * spec.task_duration / max(1, spec.workers))
+        return max(1, spec.slots - busy)
     return (getattr(platform, "description", None) or {}).get("slots")
 
 

@@ -109,17 +109,25 @@ def size(options: Dict[str, Any], workers: int, slots: Optional[int] = None) -> 
     "warnings"}``. With ``slots`` known, a platform too small for the witness is a warning, not an error."""
     out = options
     workers = max(1, int(workers))
+    spread = (workers + 1) / (workers - 1) * TRANSIENT if workers > 1 else 1.0
+    warnings = []
     if out["duration"] is None:
         out["duration"] = float(min(120, max(5, math.ceil(VICTIM_TASKS * workers / out["rate"]))))
+        if slots is not None:  # never more than the platform can take: the witness must not be the fault
+            fits = slots * PEAK_SHARE / spread * workers / out["rate"]
+            if fits < out["duration"]:
+                out["duration"] = max(0.5, math.floor(fits * 10) / 10.0)
+                warnings.append(f"the workers' {slots} slots hold only ~{fits * out['rate'] / workers:.0f} witness "
+                                f"tasks each with room for a lost worker's: task duration cut to "
+                                f"{out['duration']:g} s")
     if out["settle"] is None:
         out["settle"] = out["duration"] + 90.0
     if out["stop_wait"] is None:  # every fault is healed by then: a task still running ends within its duration
         out["stop_wait"] = out["duration"] + 30.0
     running = out["rate"] * out["duration"]
     per_worker = running / workers
-    after = per_worker * (workers + 1) / (workers - 1) * TRANSIENT if workers > 1 else per_worker
+    after = per_worker * spread
     needed = math.ceil(after / PEAK_SHARE)
-    warnings = []
     if per_worker < 52:
         warnings.append(f"the witness keeps ~{per_worker:.0f} tasks per worker running (rate {out['rate']:g}/s x "
                         f"duration {out['duration']:g} s over {workers} workers): fewer than 52 on a lost worker "
