@@ -19,9 +19,8 @@ overrides it key by key.
 """
 
 import logging
-import math
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from . import collectors, submitters
 from .checker import check, rescheduling, stalls
@@ -53,13 +52,12 @@ def options_for(settings: Any, options: Union[None, bool, Dict[str, Any]] = None
     return parse(merged, settings.platform)
 
 
-def _slots(platform: Any) -> Optional[int]:
-    """Slots per worker left for the witness (the embedded cluster's load generator keeps some busy)."""
+def _slots(platform: Any) -> Tuple[Optional[int], float]:
+    """Slots per worker, and the tasks of others running at once (the embedded cluster's load generator)."""
     if platform.kind == "testbed":
         spec = platform.tb.spec
-        busy = math.ceil(spec.load_rate * spec.task_duration / max(1, spec.workers))
-        return max(1, spec.slots - busy)
-    return (getattr(platform, "description", None) or {}).get("slots")
+        return spec.slots, spec.load_rate * spec.task_duration
+    return (getattr(platform, "description", None) or {}).get("slots"), 0.0
 
 
 def start(settings: Any, platform: Any, run_dir: str, options: Union[None, bool, Dict[str, Any]] = None,
@@ -69,13 +67,16 @@ def start(settings: Any, platform: Any, run_dir: str, options: Union[None, bool,
     global _active
     opts = options_for(settings, options)
     if not opts["enabled"]:
-        logger.info("witness: switched off by its options")
+        logger.info("witness: switched off (%s)", opts.get("disabled_reason") or "by its options")
         return None
     run_id = run_id or os.path.basename(os.path.abspath(run_dir))
     workers = platform.worker_names()
-    sizing = size(opts, len(workers), _slots(platform))
+    slots, background = _slots(platform)
+    sizing = size(opts, len(workers), slots, background)
     for warning in sizing["warnings"]:
         logger.warning("witness: %s", warning)
+    if not opts["enabled"]:
+        return None
     submitter = submitters.build(opts["submitter"], platform, {"run_id": run_id, "secrets": secrets,
                                                                "submit_timeout": opts["submit_timeout"],
                                                                "evidence": opts["evidence"]})

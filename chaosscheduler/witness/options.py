@@ -25,7 +25,8 @@ PEAK_SHARE = 0.9           # survivors of a lost worker should stay below this s
 TRANSIENT = 1.1            # measured peak / the steady-state model (tasks sent to the lost worker before detection)
 DEFAULTS: Dict[str, Any] = {
     "enabled": True,
-    "rate": 10.0,           # tasks submitted per second: 600 in a 60 s window (539 decide "> 99.5 %")
+    "rate": None,           # tasks per second; None = 10 (600 in a 60 s window: 539 decide "> 99.5 %"), less
+                            # when the platform's slots cannot hold that (see size())
     "duration": None,       # seconds a task runs; None = sized from the workers (see size())
     "max_in_flight": 64,    # submissions awaiting the platform's answer at once (beyond: a tick is skipped)
     "settle": None,         # seconds an acknowledged task may take to complete; None = duration + 90
@@ -68,7 +69,7 @@ def parse(raw: Any, platform: str = "testbed") -> Dict[str, Any]:
         raise ConfigurationError(f"chaosscheduler_witness.enabled must be true or false, got {out['enabled']!r}")
     if not isinstance(out["collect"], bool):
         raise ConfigurationError(f"chaosscheduler_witness.collect must be true or false, got {out['collect']!r}")
-    out["rate"] = _number("rate", out["rate"], 0.01, 1000)
+    out["rate"] = _number("rate", out["rate"], 0.01, 1000, allow_none=True)
     out["duration"] = _number("duration", out["duration"], 0, 3600, allow_none=True)
     max_in_flight = out["max_in_flight"]
     if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or not 1 <= max_in_flight <= 4096:
@@ -103,22 +104,40 @@ def parse(raw: Any, platform: str = "testbed") -> Dict[str, Any]:
     return out
 
 
-def size(options: Dict[str, Any], workers: int, slots: Optional[int] = None) -> Dict[str, Any]:
-    """Fill in ``duration``, ``settle`` and ``stop_wait`` for a platform of ``workers`` workers and return the
-    sizing: ``{"duration", "running" (tasks at once), "per_worker", "slots_needed" (per worker, at 65 % use),
-    "warnings"}``. With ``slots`` known, a platform too small for the witness is a warning, not an error."""
+def size(options: Dict[str, Any], workers: int, slots: Optional[int] = None,
+         background: float = 0.0) -> Dict[str, Any]:
+    """Fill in ``rate``, ``duration``, ``settle`` and ``stop_wait`` for a platform of ``workers`` workers and
+    return the sizing: ``{"duration", "running" (tasks at once), "per_worker", "after_loss", "slots_needed" (per
+    worker), "warnings"}``. With ``slots`` known (per worker) and ``background`` tasks of others running at once
+    (the embedded cluster's load generator), what is left to the witness caps what it sizes itself: the survivors of a
+    lost worker must stay below 90 % of their slots, so the witness never becomes the fault. When nothing fits (less
+    than one task every 2 s of 0.5 s), the witness is switched off (``enabled`` False, ``disabled_reason``)."""
     out = options
     workers = max(1, int(workers))
     spread = (workers + 1) / (workers - 1) * TRANSIENT if workers > 1 else 1.0
     warnings = []
-    if out["duration"] is None:
+    rate_given, duration_given = out["rate"] is not None, out["duration"] is not None
+    if not rate_given:
+        out["rate"] = 10.0
+    if not duration_given:
         out["duration"] = float(min(120, max(5, math.ceil(VICTIM_TASKS * workers / out["rate"]))))
-        if slots is not None:  # never more than the platform can take: the witness must not be the fault
-            fits = slots * PEAK_SHARE / spread * workers / out["rate"]
-            if fits < out["duration"]:
-                out["duration"] = max(0.5, math.floor(fits * 10) / 10.0)
-                warnings.append(f"the workers' {slots} slots hold only ~{fits * out['rate'] / workers:.0f} witness "
-                                f"tasks each with room for a lost worker's: task duration cut to "
+    if slots is not None and not (rate_given and duration_given):
+        room = slots * PEAK_SHARE * workers / spread - background  # witness tasks that fit at once, in total
+        if out["rate"] * out["duration"] > room:
+            if not duration_given:
+                out["duration"] = max(0.5, math.floor(room / out["rate"] * 10) / 10.0)
+            if out["rate"] * out["duration"] > room and not rate_given:
+                out["rate"] = math.floor(max(0.0, room) / out["duration"] * 100) / 100.0
+            if out["rate"] < 0.5:
+                out["rate"] = max(out["rate"], 0.01)
+                out["enabled"] = False
+                out["disabled_reason"] = (f"the platform has no room for the witness: {slots} slots per worker, "
+                                          f"{background:g} tasks of others running; the survivors of a lost worker "
+                                          f"would pass 90 % busy. Give the workers more slots (docs/witness.md)")
+                warnings.append(out["disabled_reason"])
+            else:
+                warnings.append(f"the workers' slots hold only ~{max(room, 0) / workers:.0f} witness tasks each with "
+                                f"room for a lost worker's: the witness runs {out['rate']:g} tasks/s of "
                                 f"{out['duration']:g} s")
     if out["settle"] is None:
         out["settle"] = out["duration"] + 90.0
@@ -126,15 +145,16 @@ def size(options: Dict[str, Any], workers: int, slots: Optional[int] = None) -> 
         out["stop_wait"] = out["duration"] + 30.0
     running = out["rate"] * out["duration"]
     per_worker = running / workers
-    after = per_worker * spread
+    after = (running + background) * spread / workers
     needed = math.ceil(after / PEAK_SHARE)
-    if per_worker < 52:
+    if per_worker < 52 and out["enabled"]:
         warnings.append(f"the witness keeps ~{per_worker:.0f} tasks per worker running (rate {out['rate']:g}/s x "
                         f"duration {out['duration']:g} s over {workers} workers): fewer than 52 on a lost worker "
                         f"cannot decide rescheduling > 95 %")
-    if slots is not None and slots < needed:
-        warnings.append(f"the witness keeps ~{per_worker:.0f} tasks per worker running, ~{after:.0f} on each "
-                        f"survivor after a worker is lost, but the workers have {slots} slots: give them >= {needed} "
-                        f"(< 90 % busy after a loss) or lower rate/duration")
-    return {"duration": out["duration"], "settle": out["settle"], "running": running, "per_worker": per_worker,
-            "after_loss": after, "slots_needed": needed, "workers": workers, "slots": slots, "warnings": warnings}
+    if slots is not None and slots < needed and out["enabled"]:
+        warnings.append(f"the witness keeps ~{per_worker:.0f} tasks per worker running, ~{after:.0f} tasks on each "
+                        f"survivor after a worker is lost (with others'), but the workers have {slots} slots: give "
+                        f"them >= {needed} (< 90 % busy after a loss) or lower rate/duration")
+    return {"rate": out["rate"], "duration": out["duration"], "settle": out["settle"], "running": running,
+            "per_worker": per_worker, "after_loss": after, "slots_needed": needed, "workers": workers, "slots": slots,
+            "background": background, "warnings": warnings, "enabled": out["enabled"]}

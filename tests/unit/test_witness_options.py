@@ -18,19 +18,29 @@ from tests.fakes import witness_client
 
 def test_defaults_and_sizing_make_the_rescheduling_threshold_decidable():
     options = parse(None, "testbed")
-    assert options["enabled"] and options["rate"] == 10 and options["submitter"] == {"type": "testbed"}
-    sizing = size(options, workers=4, slots=150)
-    assert options["duration"] == 24 and sizing["per_worker"] == 60 and sizing["warnings"] == []
-    assert sizing["after_loss"] == pytest.approx(110) and sizing["slots_needed"] == 123
+    assert options["enabled"] and options["rate"] is None and options["submitter"] == {"type": "testbed"}
+    sizing = size(options, workers=4, slots=150, background=8)
+    assert options["rate"] == 10 and options["duration"] == 24 and sizing["per_worker"] == 60
+    assert sizing["warnings"] == [] and sizing["slots_needed"] == 127
     assert options["settle"] == 114 and options["stop_wait"] == 54
-    small = size(parse({"rate": 2, "duration": 4}, "testbed"), workers=4, slots=4)
+    small = size(parse({"rate": 2, "duration": 4}, "testbed"), workers=4, slots=4)  # both given: kept, warned
     assert any("52" in w for w in small["warnings"]) and any(">= " in w for w in small["warnings"])
-    # a duration left to the witness never floods a small platform: the default cluster has 4 slots per worker
-    capped = parse({}, "testbed")
-    tiny = size(capped, workers=4, slots=4)
-    assert capped["duration"] == 0.7 and tiny["after_loss"] <= 4 * 0.9 and any("cut to" in w for w in tiny["warnings"])
+
+
+def test_the_witness_never_floods_a_platform_it_knows_the_slots_of():
     snug = parse({}, "testbed")
-    assert size(snug, workers=4, slots=100)["warnings"] and snug["duration"] < 24
+    sizing = size(snug, workers=4, slots=100, background=8)
+    assert snug["rate"] == 10 and snug["duration"] < 24 and sizing["after_loss"] <= 90.5
+    slow = parse({"rate": 5}, "testbed")  # the rate given: the duration shrinks
+    size(slow, workers=4, slots=40)
+    assert slow["rate"] == 5 and slow["rate"] * slow["duration"] <= 40 * 0.9 * 4 / (5 / 3 * 1.1)
+    short = parse({"duration": 2}, "testbed")  # the duration given: the rate shrinks
+    size(short, workers=4, slots=10, background=8)
+    assert short["duration"] == 2 and 0.5 <= short["rate"] < 10
+    # the embedded cluster's default (4 slots, the load generator's 8 tasks): no room at all -> off, and why
+    tiny = parse({}, "testbed")
+    report = size(tiny, workers=4, slots=4, background=8)
+    assert tiny["enabled"] is False and "no room" in tiny["disabled_reason"] and report["enabled"] is False
 
 
 @pytest.mark.parametrize("raw, message", [
