@@ -29,11 +29,14 @@ class HostsPlatform(Platform):
     kind = "hosts"
 
     def __init__(self, description: Dict[str, Any], prometheus_base_url: str = "",
-                 secrets: Optional[Dict[str, Any]] = None, poll_interval: float = 0.01):
+                 secrets: Optional[Dict[str, Any]] = None, poll_interval: Optional[float] = None):
+        from ..pacing import default_poll_interval
+
         self.description = description
         self.prometheus_base_url = prometheus_base_url
         self.secrets = secrets or {}
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if poll_interval is not None else \
+            default_poll_interval("hosts", description)
         self.same_clock = bool(description.get("same_clock"))
         self._nodes = {n["name"]: dict(n, role=role) for role in ("masters", "workers", "registry")
                        for n in description[role]}
