@@ -92,16 +92,17 @@ def failures(outcomes: Mapping[str, Outcome]) -> Dict[str, str]:
 
 
 def timing(outcomes: Mapping[str, Outcome], field: str = "applied_at") -> Dict[str, Any]:
-    """The timing facts of a step over the hosts where it succeeded: ``{field: {node: when it returned}}``, the
-    first and last of them, the spread between them, and the resolution (the longest step: a host's change
-    happened between the step's start and its return)."""
+    """The timing facts of a step over the hosts where it succeeded: ``{field: {node: when it returned}}`` and
+    ``{prefix}_sent_at`` (when it was sent), the first and last return, the spread between them, and the
+    resolution (the longest step: a host's change happened between the step's start and its return)."""
     ok = {n: o for n, o in outcomes.items() if o.ok}
     if not ok:
         return {field: {}}
     times = {n: round(o.done_at, 6) for n, o in ok.items()}
     first, last = min(times.values()), max(times.values())
     prefix = field[:-len("_at")] if field.endswith("_at") else field
-    return {field: times, f"first_{field}": first, f"last_{field}": last,
+    return {field: times, f"{prefix}_sent_at": {n: round(o.sent_at, 6) for n, o in ok.items()},
+            f"first_{field}": first, f"last_{field}": last,
             f"{prefix}_spread": round(last - first, 6),
             f"{prefix}_resolution": round(max(o.done_at - o.sent_at for o in ok.values()), 6)}
 
