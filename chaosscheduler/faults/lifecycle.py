@@ -117,7 +117,9 @@ def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = 
             stored.update(state="expired" if reason == "expired" else "undone", undone_at=time.time(),
                           undo_result=facts)
             if facts.get("removed_at"):  # per host, beside applied_at (the fault's end on each host)
-                stored.update(removed_at=facts["removed_at"], last_removed_at=facts.get("last_removed_at"))
+                stored.update({k: v for k, v in facts.items() if k.startswith(("removed_", "first_removed",
+                                                                                  "last_removed"))
+                               and k != "removed_from"})
 
     record = ledger.update_with(fault_id, close)
     reaper = record.get("reaper")
