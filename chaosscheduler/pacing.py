@@ -23,7 +23,7 @@ __all__ = ["MAX_RATE", "POLL_BOUNDS", "parse_interval", "parse_concurrency", "de
            "requests_per_poll", "default_concurrency", "CONCURRENCY"]
 
 MAX_RATE = 5.0                 # requests per second a probe may send to a platform we do not own
-FLOOR = 0.2                    # the shortest default interval on such a platform (seconds)
+FLOOR = 0.25                   # the shortest default interval on such a platform (seconds)
 FAST = 0.01                    # the embedded cluster: Unix sockets on this machine
 POLL_BOUNDS = (0.001, 60.0)
 CONCURRENCY = {"testbed": 32, "hosts": 128, "kubernetes": 16}
