@@ -22,7 +22,7 @@ our privileged commands through sudo (root's .bashrc costs 0.12 s per command he
 The floor runs in a process of its own inside the switch namespace: it connects to every host and authenticates
 (parallel-ssh's native client, pool as wide as ours; else one openssh client per host), sends ``sudo -n -- nft -f -``
 with the same ruleset on stdin (a table of its own), then the same ``setsid`` timer; heal sends the same ``nft
-delete table`` and ``pkill``. Targets (issue 15): 32 hosts, apply and heal each <= 1.5 s; 128 hosts, within 1.5x the
+delete table`` and ``kill`` of the timer's process group. Targets (issue 15): 32 hosts, apply and heal each <= 1.5 s; 128 hosts, within 1.5x the
 floor.
 """
 
@@ -78,27 +78,30 @@ if tool:
     t2 = time.time()
     outs2 = client.run_command(line(timer))
     client.join(outs2)
+    pids = {o.host: (list(o.stdout) or ["0"])[0].strip() for o in outs2}
     t3 = time.time()
     bad = [o.host for o in list(outs) + list(outs2) if o.exit_code != 0]
     h0 = time.time()
     outs = client.run_command(line(heal1))
     client.join(outs)
-    outs2 = client.run_command(line(heal2))
+    outs2 = client.run_command(line(heal2[:-1] + ["-%s"]), host_args=[(pids[h],) for h in hosts])
     client.join(outs2)
+    bad += [o.host for o in list(outs) + list(outs2) if o.exit_code != 0]
     h1 = time.time()
     out = {"tool": tool, "connect": t1 - t0, "apply": t3 - t0, "rules": t2 - t1, "heal": h1 - h0, "failed": bad}
 else:
     base = ["ssh", "-q", "-i", key, "-o", "UserKnownHostsFile=" + known, "-o", "BatchMode=yes", "-l", user]
-    def batch(argv, stdin=None):
-        procs = [subprocess.Popen(base + [h, line(argv)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, text=True) for h in hosts]
-        for p in procs:
-            p.communicate(stdin or "")
-        return [h for h, p in zip(hosts, procs) if p.returncode != 0]
+    def batch(argvs, stdin=None):
+        procs = [subprocess.Popen(base + [h, line(argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True) for h, argv in zip(hosts, argvs)]
+        outs = [p.communicate(stdin or "")[0] for p in procs]
+        return [h for h, p in zip(hosts, procs) if p.returncode != 0], outs
     t0 = time.time()
-    bad = batch(["nft", "-f", "-"], ruleset) + batch(timer)
+    bad, _ = batch([["nft", "-f", "-"]] * len(hosts), ruleset)
+    more, outs = batch([timer] * len(hosts))
+    pids = [(o.strip().splitlines() or ["0"])[0] for o in outs]
     t1 = time.time()
-    bad += batch(heal1) + batch(heal2)
+    bad += more + batch([heal1] * len(hosts))[0] + batch([heal2[:-1] + ["-" + p] for p in pids])[0]
     out = {"tool": "%d openssh clients" % len(hosts), "connect": None, "apply": t1 - t0, "rules": None,
            "heal": time.time() - t1, "failed": bad}
 print(json.dumps(out))
@@ -231,7 +234,7 @@ def run_floor(tb: Any, configuration: Dict[str, Any], user: str, n: int, cgroup:
     ruleset = build_ruleset(fault_id, peers, "both", 1.0, 300, [22])
     table_ = f"chaosscheduler_{fault_id}"
     timer = ssh.timer_argv(fault_id, 300, ["nft", "delete", "table", "inet", table_])
-    heal2 = ["pkill", "-f", "--", f"[{ssh.EXPIRY_PREFIX[0]}]{ssh.EXPIRY_PREFIX[1:]}{fault_id} "]
+    heal2 = ["kill", "-s", "TERM", "--", "-PGID"]  # the timer's process group, as ours (its PID per host)
     payload = json.dumps([[w["host"] for w in hosts["workers"]], user, hosts["ssh"]["key_file"],
                           hosts["ssh"]["known_hosts"], n, ruleset, timer, ["nft", "delete", "table", "inet", table_],
                           heal2])

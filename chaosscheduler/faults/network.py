@@ -82,6 +82,8 @@ class NetworkFault(Fault):
             command = ["nft", "delete", "table", "inet", table]
             armed = fan.each(lambda node, host: arm(node, fault_id, self.record["duration"], command))
             facts["remote_expiry_on"] = [t for t in targets if armed[t].ok]
+            facts["remote_timers"] = {t: armed[t].value for t in targets if armed[t].ok and
+                                      isinstance(armed[t].value, dict)}
             failed = failures(armed)
             if failed:
                 names = [t for t in targets if t in failed]
@@ -105,7 +107,8 @@ class NetworkFault(Fault):
         errors.update(missing)
         disarm = getattr(platform, "disarm_expiry", None)
         if disarm:  # after the table is gone (traffic back first); a host we could not clean keeps its timer
-            fan.each(lambda node, host: _quietly(disarm, node, fault_id), removed + gone)
+            timers = self.record.get("remote_timers") or {}
+            fan.each(lambda node, host: _quietly(disarm, node, fault_id, timers.get(node)), removed + gone)
         facts = dict(spread_facts(fan, {t: done[t] for t in removed}, "removed_at"), removed_from=removed,
                      already_gone=gone)
         if errors:

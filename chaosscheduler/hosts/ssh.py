@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigurationError
@@ -35,7 +36,9 @@ __all__ = ["SSHHost", "close_all", "command_line", "timer_argv", "EXPIRY_PREFIX"
 logger = logging.getLogger("chaostoolkit")
 
 EXPIRY_PREFIX = "chaosscheduler-expire-"
-_TIMER_SCRIPT = 'exec </dev/null >/dev/null 2>&1; sleep "$1"; shift; exec "$@"'
+# the timer says its PID (its process group: setsid made it the leader) before it lets go of the SSH channel
+_TIMER_SCRIPT = 'echo "$$"; exec </dev/null >/dev/null 2>&1; sleep "$1"; shift; exec "$@"'
+DISARM_MARGIN = 2.0  # seconds: a timer is stopped by its recorded process group only this long before its end
 _MARKER = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
@@ -270,14 +273,27 @@ class SSHHost:
         return result
 
     # ------------------------------------------------------------------ remote self-expiry
-    def expire_later(self, marker: str, seconds: float, argv: Sequence[str]) -> None:
-        """Arm a timer on the host that runs ``argv`` in ``seconds``, independent of this process and connection."""
-        self.run(timer_argv(marker, seconds, argv), timeout=15)
+    def expire_later(self, marker: str, seconds: float, argv: Sequence[str]) -> Dict[str, Any]:
+        """Arm a timer on the host that runs ``argv`` in ``seconds``, independent of this process and connection.
+        Returns ``{"pid": its process group on the host or None, "ends_after": our clock before it was armed +
+        seconds}``: until then it is certainly still waiting, so :meth:`cancel_expiry` may stop it by that group."""
+        sent = time.time()
+        result = self.run(timer_argv(marker, seconds, argv), timeout=15)
+        first = (result.stdout.strip().splitlines() or [""])[0]
+        return {"pid": int(first) if first.isdigit() and int(first) > 1 else None,
+                "ends_after": round(sent + seconds, 6)}
 
-    def cancel_expiry(self, marker: str) -> bool:
-        """Stop the timer ``marker`` if it is still waiting; True when one was stopped."""
+    def cancel_expiry(self, marker: str, timer: Optional[Dict[str, Any]] = None) -> bool:
+        """Stop the timer ``marker`` if it is still waiting; True when one was stopped. With the ``timer`` that
+        :meth:`expire_later` returned, well before its end: ``kill`` of its recorded process group (the timer's
+        shell and its ``sleep``; nothing else can hold that group while the timer waits). Otherwise, or if that
+        fails: ``pkill -f`` of its marker (which scans every process of the host)."""
         if not _MARKER.match(marker):
             raise ValueError(f"timer marker {marker!r} must be [a-z0-9-]")
+        pid = (timer or {}).get("pid")
+        if isinstance(pid, int) and pid > 1 and time.time() < float(timer.get("ends_after") or 0) - DISARM_MARGIN:
+            if self.run(["kill", "-s", "TERM", "--", f"-{pid}"], timeout=15, check=False).returncode == 0:
+                return True
         # "[c]haosscheduler-..." matches the timer's command line but not pkill's (nor sudo's) own
         name = EXPIRY_PREFIX + marker
         result = self.run(["pkill", "-f", "--", f"[{name[0]}]{name[1:]} "], timeout=15, check=False)

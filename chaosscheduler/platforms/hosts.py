@@ -216,8 +216,9 @@ class HostsPlatform(Platform):
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ remote self-expiry
-    def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> None:
-        self.host(node).expire_later(marker, seconds, argv)
+    def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> Dict[str, Any]:
+        """Arm the host's own timer; returns what :meth:`disarm_expiry` needs to stop it cheaply."""
+        return self.host(node).expire_later(marker, seconds, argv)
 
-    def disarm_expiry(self, node: str, marker: str) -> bool:
-        return self.host(node).cancel_expiry(marker)
+    def disarm_expiry(self, node: str, marker: str, timer: Optional[Dict[str, Any]] = None) -> bool:
+        return self.host(node).cancel_expiry(marker, timer)

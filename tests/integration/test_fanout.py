@@ -93,6 +93,19 @@ def tables(netns: str) -> str:
                           timeout=10).stdout
 
 
+def timers(fault_id: str) -> List[int]:
+    """PIDs of the remote expiry timers of ``fault_id`` (the nodes share this machine's PID namespace)."""
+    needle = (ssh.EXPIRY_PREFIX + fault_id).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        found.append(int(entry))
+    return found
+
+
 def intervals(record: Dict[str, Any], kind: str = "applied") -> Dict[str, tuple]:
     times = record[f"{kind}_at"]
     return {n: (record[f"{kind}_sent_at"][n], times[n]) for n in times}
@@ -122,12 +135,16 @@ def test_a_partition_over_every_worker_is_applied_on_all_at_once_and_starts_with
         assert record["deadline"] == pytest.approx(record["started_at"] + 60)
         assert record["fanout"]["concurrency"] >= WORKERS and record["fanout"]["connect_s"] is not None
         assert sorted(record["remote_expiry_on"]) == sorted(workers)
+        # each host's timer said its process group: the undo stops exactly it, without scanning the host's processes
+        assert sorted(record["remote_timers"]) == sorted(workers)
+        assert sorted(timers(record["id"])) == sorted(t["pid"] for t in record["remote_timers"].values())
     finally:
         closed = rollbacks.heal_partition(configuration=configuration)
     assert closed["undone"] == [record["id"]]
     stored = Ledger(lab["home"]).get(record["id"])
     assert sorted(stored["removed_at"]) == sorted(workers)
     assert overlap_count(intervals(stored, "removed")) == WORKERS  # healed on all at once too
+    wait_until(lambda: timers(record["id"]) == [], 5, message="every host's timer stopped")
     assert all("chaosscheduler_" not in tables(tb.nodes[w].netns) for w in workers)
 
 
