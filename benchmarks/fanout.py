@@ -138,17 +138,25 @@ class HostsCPU:
             return int(handle.read()) / 1e9
 
     def close(self) -> None:
+        """Move what is left in the group back to the root group and remove it (sessions still exiting: retried)."""
         if self.path is None:
             return
-        with contextlib.suppress(OSError):
-            with open(os.path.join(self.path, "cgroup.procs")) as handle:
-                left = handle.read().split()
-            for pid in left:  # back where they came from, then the group goes
-                with contextlib.suppress(OSError):
-                    with open(os.path.join(CGROUP_ROOT, "cgroup.procs"), "w") as out:
-                        out.write(pid)
-            os.rmdir(self.path)
-        self.path = None
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError):
+                with open(os.path.join(self.path, "cgroup.procs")) as handle:
+                    left = handle.read().split()
+                for pid in left:
+                    with contextlib.suppress(OSError):
+                        with open(os.path.join(CGROUP_ROOT, "cgroup.procs"), "w") as out:
+                            out.write(pid)
+                os.rmdir(self.path)
+                self.path = None
+                return
+            if time.monotonic() > deadline:
+                print(f"cleanup: could not remove the cgroup {self.path}", file=sys.stderr)
+                return
+            time.sleep(0.1)
 
 
 def our_cpu() -> float:
@@ -214,10 +222,14 @@ def one_size(bench: Session, n: int, user: str, repeat: int, load: Load, floor: 
             cli = measured(lambda: subprocess.run([sys.executable, "-m", "chaosscheduler.cli", "heal"],
                                                   capture_output=True, text=True, timeout=600,
                                                   env=dict(os.environ, CHAOSSCHEDULER_HOME=bench.home)), cgroup)
-            assert cli["value"].returncode == 0, cli["value"].stderr
             stored = bench.ledger.get(record["id"])
-            rows.setdefault("parallel heal CLI (cold)", []).append(dict(cli, value=None,
-                                                                        spread=stored.get("removed_spread")))
+            if cli["value"].returncode != 0:  # said in the table; the fault is undone here so the run goes on
+                print(f"heal CLI failed at {n} hosts: {cli['value'].stderr.strip().splitlines()[-1][:300]}",
+                      flush=True)
+                rollbacks.heal_partition(configuration=dict(configuration, chaosscheduler_concurrency=n))
+            else:
+                rows.setdefault("parallel heal CLI (cold)", []).append(dict(cli, value=None,
+                                                                            spread=stored.get("removed_spread")))
             if floor:
                 rows.setdefault("floor", []).append(run_floor(tb, configuration, user, n, cgroup))
         return {"n": n, "rows": rows}

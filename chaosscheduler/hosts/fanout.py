@@ -51,13 +51,19 @@ class FanOut:
         self.concurrency = max(1, min(int(concurrency or DEFAULT_CONCURRENCY), MAX_CONCURRENCY))
         self.connect_seconds: Optional[float] = None
 
-    def connect(self, nodes: Optional[List[str]] = None) -> Dict[str, str]:
-        """Open every host's connection (hosts without ``connect`` need none); ``{node: error}`` for the failures."""
+    def connect(self, nodes: Optional[List[str]] = None, retries: int = 1) -> Dict[str, str]:
+        """Open every host's connection (hosts without ``connect`` need none); ``{node: error}`` for the failures.
+        The hosts that failed are tried ``retries`` more times, in a wave of their own: a handshake that timed out
+        while hundreds ran at once on a busy machine usually succeeds alone."""
         started = time.monotonic()
-        needed = {n: h for n, h in self.hosts.items() if (nodes is None or n in nodes) and hasattr(h, "connect")}
-        done = self.each(lambda node, host: host.connect(), list(needed))
+        needed = [n for n, h in self.hosts.items() if (nodes is None or n in nodes) and hasattr(h, "connect")]
+        missing = failures(self.each(lambda node, host: host.connect(), needed))
+        for _ in range(retries):
+            if not missing:
+                break
+            missing = failures(self.each(lambda node, host: host.connect(), list(missing)))
         self.connect_seconds = round(time.monotonic() - started, 6)
-        return failures(done)
+        return missing
 
     def each(self, step: Callable[[str, Any], Any], nodes: Optional[List[str]] = None) -> Dict[str, Outcome]:
         """``step(node, host)`` on every host (or ``nodes``), at most ``concurrency`` at once; every outcome."""
