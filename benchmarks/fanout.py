@@ -264,7 +264,7 @@ def run_floor(tb: Any, configuration: Dict[str, Any], user: str, n: int, cgroup:
     return result
 
 
-def report(results: List[Dict[str, Any]], load: Load) -> None:
+def report(results: List[Dict[str, Any]], load: Optional[Load] = None) -> None:
     for result in results:
         n, rows = result["n"], result["rows"]
         out = []
@@ -303,8 +303,9 @@ def report(results: List[Dict[str, Any]], load: Load) -> None:
             targets.append(f"ratio to the floor: apply {apply / fa:.2f}x, heal {heal / fh:.2f}x "
                            f"(target at 128 hosts: <= 1.5x: {verdict(apply / fa <= 1.5 and heal / fh <= 1.5)})")
         for line in targets:
-            print(line)
-    print(load.summary())
+            print(line, flush=True)
+    if load is not None:
+        print(load.summary())
 
 
 def main() -> int:
@@ -340,6 +341,7 @@ def main() -> int:
                 print(f"{n} hosts ... (load {os.getloadavg()[0]:.2f})", flush=True)
                 results.append(one_size(bench, n, account, 1 if args.quick else args.repeat, load,
                                         not args.no_floor))
+                report(results[-1:])  # each size's table as soon as it is measured
             if not args.no_polling:
                 import _polling
 
@@ -350,7 +352,8 @@ def main() -> int:
     finally:
         if account:
             remove_account(account)
-    report(results, load)
+    print()
+    print(load.summary())
     if polling:
         import _polling
 
