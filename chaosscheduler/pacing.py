@@ -3,7 +3,7 @@
 Polite polling: a probe polls the platform every ``chaosscheduler_poll_interval`` seconds. Against the embedded
 cluster (Unix sockets on this machine) the default is 10 ms; against a platform someone runs in production (SSH hosts
 and their leader source, a Kubernetes API server) the default keeps every probe at or under :data:`MAX_RATE`
-requests per second: ``requests per poll / MAX_RATE`` seconds, at least 0.2 s. Accuracy need not suffer: where the
+requests per second: ``requests per poll / MAX_RATE`` seconds, at least 0.3 s (a probe's few fixed requests fit under the limit too). Accuracy need not suffer: where the
 platform keeps its own timestamp of what a probe waits for (a leader source's ``since``, a worker's declaration of
 death, a scrape's timestamp), the probe reads that timestamp, and the poll interval only decides how soon it is
 seen. Where it keeps none, the probe states the poll interval in its resolution.
@@ -23,7 +23,7 @@ __all__ = ["MAX_RATE", "POLL_BOUNDS", "parse_interval", "parse_concurrency", "de
            "requests_per_poll", "default_concurrency", "CONCURRENCY"]
 
 MAX_RATE = 5.0                 # requests per second a probe may send to a platform we do not own
-FLOOR = 0.25                   # the shortest default interval on such a platform (seconds)
+FLOOR = 0.3                    # the shortest default interval on such a platform (seconds)
 FAST = 0.01                    # the embedded cluster: Unix sockets on this machine
 POLL_BOUNDS = (0.001, 60.0)
 CONCURRENCY = {"testbed": 32, "hosts": 128, "kubernetes": 16}

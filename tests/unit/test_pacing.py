@@ -31,7 +31,7 @@ def test_the_embedded_cluster_is_polled_fast_and_other_platforms_at_most_five_re
     testbed = config.load({})
     assert testbed.poll_interval == 0.01 and testbed.poll_interval_default
     hosts = config.load({"chaosscheduler_platform": "hosts", "chaosscheduler_hosts": HOSTS})
-    assert hosts.poll_interval_default and rate(hosts) <= pacing.MAX_RATE and hosts.poll_interval <= 0.25
+    assert hosts.poll_interval_default and rate(hosts) <= pacing.MAX_RATE and hosts.poll_interval <= 0.3
     kubernetes = config.load({"chaosscheduler_platform": "kubernetes", "chaosscheduler_kubernetes": KUBERNETES})
     assert kubernetes.poll_interval_default and rate(kubernetes) <= pacing.MAX_RATE
 
