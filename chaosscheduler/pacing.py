@@ -4,9 +4,9 @@ Polite polling: a probe polls the platform every ``chaosscheduler_poll_interval`
 cluster (Unix sockets on this machine) the default is 10 ms; against a platform someone runs in production (SSH hosts
 and their leader source, a Kubernetes API server) the default keeps every probe at or under :data:`MAX_RATE`
 requests per second: ``requests per poll / MAX_RATE`` seconds, at least 0.3 s (so a probe's few fixed requests fit
-under the limit too). Accuracy need not suffer: where the platform keeps its own timestamp of what a probe waits for (a leader source's ``since``, a worker's declaration of
-death, a scrape's timestamp), the probe reads that timestamp, and the poll interval only decides how soon it is
-seen. Where it keeps none, the probe states the poll interval in its resolution.
+under the limit too). Accuracy need not suffer: where the platform keeps its own timestamp of what a probe waits
+for (a leader source's ``since``, a worker's declaration of death, a scrape's timestamp), the probe reads that
+timestamp, and the poll interval only decides how soon it is seen. Where it keeps none, the probe states the poll interval in its resolution.
 
 The fan-out width (``chaosscheduler_concurrency``): how many hosts a fault talks to at once (see
 :mod:`chaosscheduler.hosts.fanout`). A partition starts at one moment only when every target fits in one wave.
