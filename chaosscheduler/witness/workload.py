@@ -3,10 +3,10 @@ seconds through the platform's own submission interface and records every event 
 
 At most ``max_in_flight`` submissions await an answer at once (a tick that finds them all busy is skipped and
 counted: the witness never piles threads on a platform that stopped answering). ``stop()`` stops submitting, waits
-(up to ``stop_wait``) until every acknowledged task has left its end line, cancels what is still queued, collects
-and deletes the evidence, asks the platform which tasks it reports completed, and removes what the submitter
-created. ``history()`` gives the history at any time (while running: the events so far and the evidence as it is
-now, read without deleting it).
+(up to ``stop_wait``) until every acknowledged task, and every other one seen starting, has left its end line,
+cancels what is still queued, collects and deletes the evidence, asks the platform which tasks it reports completed,
+and removes what the submitter created. ``history()`` gives the history at any time (while running: the events so
+far and the evidence as it is now, read without deleting it).
 """
 
 import logging
@@ -120,8 +120,10 @@ class Workload:
             except Exception as e:
                 logger.warning("witness: could not read the evidence while waiting: %s", e)
                 records = []
-            ended = {t for t, runs in executions(records).items() if any(r["end"] is not None for r in runs)}
-            waiting = sorted(acked - ended)
+            runs_by_task = executions(records)
+            ended = {t for t, runs in runs_by_task.items() if any(r["end"] is not None for r in runs)}
+            # acknowledged ones, and indeterminate ones seen running (the platform took them after all)
+            waiting = sorted((acked | set(runs_by_task)) - ended)
             if not waiting or time.monotonic() >= deadline:
                 return {"waited_for": len(waiting), "unfinished": waiting[:50]}
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
