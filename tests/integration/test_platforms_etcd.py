@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -110,8 +111,14 @@ def etcd_cluster():
         }
         yield {"members": members, "state_dir": lab["state_dir"],
                "configuration": {"chaosscheduler_platform": "hosts", "chaosscheduler_hosts": hosts,
-                                 "chaosscheduler_home": lab["state_dir"]}}
-        assert Ledger(lab["state_dir"]).open_faults() == []
+                                 "chaosscheduler_home": lab["state_dir"],
+                                 # accuracy is what this test measures: poll finer than the polite default
+                                 "chaosscheduler_poll_interval": 0.05}}
+        open_faults = Ledger(lab["state_dir"]).open_faults()
+        if open_faults:  # a failed test: undo its fault by its record before saying so
+            rollbacks.restart_master(configuration={"chaosscheduler_platform": "hosts", "chaosscheduler_hosts": hosts,
+                                                    "chaosscheduler_home": lab["state_dir"]})
+        assert open_faults == []
 
 
 def became_leader(state_dir: str, member: str) -> List[float]:
@@ -148,8 +155,9 @@ def test_kill_the_raft_leader_of_a_real_etcd_cluster_and_time_its_election(etcd_
     FIGURES.setdefault("etcd_election", []).append(round(measured - truth[0], 3))
     FIGURES.setdefault("etcd_election_truth", []).append(round(truth[0], 3))
     print(f"\netcd: new Raft leader {truth[0]:.3f} s after the kill (etcd's log), measured {measured:.3f} s")
-    # etcd logs with millisecond timestamps: allow 1 ms below, the source's resolution + margin above
-    assert truth[0] - 0.002 <= measured <= truth[0] + 0.05 + MARGIN, (measured, truth, stored)
+    # etcd logs with millisecond timestamps: allow 1 ms below, the source's reported resolution + margin above
+    resolution = float(re.search(r"resolution ([0-9.]+) s", stored["resolution"]).group(1))
+    assert truth[0] - 0.002 <= measured <= truth[0] + resolution + MARGIN, (measured, truth, stored)
     rollbacks.restart_master(configuration=configuration)
     wait_until(lambda: probes.cluster_health(configuration=configuration)["masters_running"] == 3, 30,
                interval=0.2, message="the killed member running again")
