@@ -9,8 +9,9 @@ shapes, so masters and workers run on either (:meth:`~chaosscheduler.testbed.nod
 Every call is one HTTP/1.1 request with ``timeout`` seconds for the connection and for each read, and raises
 :class:`EtcdError` when no endpoint answers. Calls made at the same time go out on separate keep-alive connections
 (a small pool per client), so a stream stalled by packet loss holds back only the call that uses it: a lease keeper
-never waits behind a scheduler's large read, as it would on one shared HTTP/2 connection. A call that fails takes
-its connection with it; the next one opens a fresh connection instead of queueing behind a stalled one.
+never waits behind a scheduler's large read, as it would on one shared HTTP/2 connection. Established connections
+are precious under packet loss (see ``_release``): a late answer is still read in the background and its connection
+kept, and connections for the next calls are opened in the background after a failure.
 
 ``http.client`` rather than ``requests``: the same requests cost 0.29 ms of CPU each against 1.03 ms through
 ``requests`` (and 0.37 ms through gRPC), and a master makes ~20 a second (docs/testbed.md, "Which etcd client").
@@ -131,7 +132,9 @@ class EtcdHTTPClient:
     answered (failover, as pyetcd's ``MultiEndpointEtcd3Client(failover=True)``)."""
 
     transactions = Transactions()
-    POOL = 8  # idle connections kept per endpoint
+    POOL = 8     # idle connections kept per endpoint
+    WARM = 2     # idle connections made ready in the background after a failure, so the next call finds one
+    PATIENCE = 10.0  # seconds a connection whose answer came too late may still take to deliver it
 
     def __init__(self, endpoints: Sequence[Tuple[str, int]], timeout: float = 1.0):
         if not endpoints:
@@ -141,6 +144,67 @@ class EtcdHTTPClient:
         self._current = 0
         self._lock = threading.Lock()
         self._idle: Dict[int, List[http.client.HTTPConnection]] = {i: [] for i in range(len(self.endpoints))}
+        self._pending: Dict[int, int] = {i: 0 for i in range(len(self.endpoints))}  # draining or warming up
+
+    # ------------------------------------------------------------------ connections
+    # Under packet loss a TCP connection that is already established recovers a lost segment in ~0.2 s (its
+    # retransmission timeout), while a new one waits 1 s for a lost SYN or SYN-ACK: closing a connection because its
+    # answer was late, and opening another for the next call, is what makes a client fragile under loss. So a late
+    # answer is waited for in the background (the caller has its error on time) and the connection goes back to the
+    # pool; and after a failure, connections are opened in the background, with patience, for the calls to come.
+    def _release(self, index: int, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle[index]) < self.POOL:
+                if conn.sock is not None:
+                    conn.sock.settimeout(self.timeout)
+                self._idle[index].append(conn)
+                return
+        conn.close()
+
+    def _background(self, index: int, work: Any) -> None:
+        with self._lock:
+            self._pending[index] += 1
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                with self._lock:
+                    self._pending[index] -= 1
+
+        threading.Thread(target=run, daemon=True, name="etcd-http").start()
+
+    def _drain(self, index: int, conn: http.client.HTTPConnection) -> None:
+        """Read the late answer of ``conn`` (a request sent, no byte of its answer read yet), then keep it."""
+        def work() -> None:
+            try:
+                conn.sock.settimeout(self.PATIENCE)
+                response = conn.getresponse()
+                response.read()
+                if response.will_close:
+                    raise ConnectionError("closed by the server")
+            except Exception:
+                conn.close()
+                return
+            self._release(index, conn)
+
+        self._background(index, work)
+
+    def _warm(self, index: int) -> None:
+        """Open connections in the background until ``WARM`` are idle or on their way."""
+        with self._lock:
+            missing = self.WARM - len(self._idle[index]) - self._pending[index]
+        for _ in range(max(0, missing)):
+            def work() -> None:
+                conn = http.client.HTTPConnection(*self.endpoints[index], timeout=self.PATIENCE)
+                try:
+                    conn.connect()
+                except OSError:
+                    conn.close()
+                    return
+                self._release(index, conn)
+
+            self._background(index, work)
 
     def _post(self, index: int, path: str, payload: bytes) -> Tuple[int, bytes]:
         """One request on an idle connection of endpoint ``index`` (or a new one). A reused connection that the
@@ -151,23 +215,38 @@ class EtcdHTTPClient:
             reused = conn is not None
             if conn is None:
                 conn = http.client.HTTPConnection(*self.endpoints[index], timeout=self.timeout)
+            sent = False
             try:
                 conn.request("POST", path, payload, {"Content-Type": "application/json"})
+                sent = True
                 response = conn.getresponse()
-                body = response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 conn.close()
                 if reused and attempt == 0:
                     continue
+                self._warm(index)
                 raise
-            except BaseException:
-                conn.close()  # a timed-out or broken stream is never reused
-                raise
-            with self._lock:
-                if len(self._idle[index]) < self.POOL and not response.will_close:
-                    self._idle[index].append(conn)
+            except TimeoutError:
+                if sent:
+                    self._drain(index, conn)  # the answer is late, not lost: keep the connection if it comes
                 else:
                     conn.close()
+                self._warm(index)
+                raise
+            except BaseException:
+                conn.close()
+                self._warm(index)
+                raise
+            try:
+                body = response.read()
+            except BaseException:
+                conn.close()  # a half-read answer: the stream cannot be reused
+                self._warm(index)
+                raise
+            if response.will_close:
+                conn.close()
+            else:
+                self._release(index, conn)
             return response.status, body
         raise ConnectionError("unreachable")  # pragma: no cover - the loop returns or raises
 
