@@ -166,3 +166,72 @@ def test_the_client_kind_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("CHAOSSCHEDULER_ETCD_CLIENT", "carrier-pigeon")
     with pytest.raises(SystemExit, match="must be one of http, grpc"):
         etcd_client_kind()
+
+
+class _LateServer:
+    """A stand-in for etcd's gateway that answers its first request late (after ``delay`` s) and every later one at
+    once, over HTTP/1.1 keep-alive, and records the client port of each request: which connection it came on."""
+
+    def __init__(self, delay: float):
+        import http.server
+
+        seen = self.ports = []
+        served = [0]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 - stdlib naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append(self.client_address[1])
+                served[0] += 1
+                if served[0] == 1:
+                    time.sleep(delay)
+                body = b'{"kvs": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_late_answer_keeps_its_connection_for_the_next_calls():
+    """Under packet loss an established connection recovers a lost segment far sooner than a new one gets through
+    its handshake: a call whose answer comes too late fails on time, but its connection is kept (the late answer
+    is read in the background) and the next call goes out on it."""
+    server = _LateServer(delay=1.0)
+    try:
+        client = EtcdHTTPClient([server.server.server_address], timeout=0.3)
+        client.WARM = 0  # only the drained connection may come back: this test follows that one
+        with pytest.raises(EtcdError, match="(?i)timeout"):
+            client.get("/t/late")
+        wait_until(lambda: len(client._idle[0]) == 1, 10, 0.02, "the late connection back in the pool")
+        assert client.get("/t/next") == (None, None)
+        assert server.ports[0] == server.ports[1]  # the same TCP connection
+    finally:
+        server.close()
+
+
+def test_after_a_failure_connections_are_made_ready_in_the_background():
+    server = _LateServer(delay=1.0)
+    try:
+        client = EtcdHTTPClient([server.server.server_address], timeout=0.3)
+        with pytest.raises(EtcdError):
+            client.get("/t/late")
+        # the drained one plus the warm ones, capped: WARM counts those idle or on their way
+        wait_until(lambda: len(client._idle[0]) >= client.WARM, 10, 0.02, "warm connections in the pool")
+        assert len(client._idle[0]) <= client.WARM + 1
+        assert client.get("/t/next") == (None, None) and len(server.ports) == 2
+    finally:
+        server.close()
