@@ -22,8 +22,8 @@ machine weighs on both alike) on fresh clusters (3 masters, 1 etcd member, load 
 * **per call**: CPU and wall time of one ``get_prefix`` of the workers' keys, from this process to the first
   cluster's etcd (median of 3 x 300 calls).
 
-gRPC needs ``pip install etcd-sdk-python protobuf grpcio`` (no longer installed with chaosscheduler); without it
-only the HTTP client is measured, and the script says so.
+gRPC needs ``pip install 'chaosscheduler[etcd-grpc]'`` (no longer installed with chaosscheduler); without it only
+the HTTP client is measured, and the script says so.
 """
 
 import argparse
@@ -159,11 +159,11 @@ def main() -> int:
     parser.add_argument("--cost-seconds", type=float, default=60.0)
     parser.add_argument("--failovers", type=int, default=3, help="leader kills per round and client (default 3)")
     parser.add_argument("--loss-seconds", type=float, default=180.0)
-    parser.add_argument("--quick", action="store_true", help="1 round, 4 workers, 10 s phases, 1 failover")
+    parser.add_argument("--quick", action="store_true", help="1 round, 4 workers, 5 s phases, 1 failover")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.workers, args.cost_seconds, args.failovers, args.loss_seconds = 1, 4, 10.0, 1, 10.0
+        args.rounds, args.workers, args.cost_seconds, args.failovers, args.loss_seconds = 1, 4, 5.0, 1, 5.0
     problem = _bench.requirements()
     if problem:
         print(f"cannot run: {problem}", file=sys.stderr)

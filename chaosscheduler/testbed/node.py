@@ -144,7 +144,11 @@ class NodeRuntime:
         ``own_connection`` gives it TCP connections no other client shares."""
         members = [(n.address, n.port) for n in self.by_role("etcd")]
         if etcd_client_kind() == "grpc":
-            import pyetcd  # optional (pip install etcd-sdk-python): only for the comparison in docs/testbed.md
+            try:
+                import pyetcd  # optional: only for the comparison in docs/testbed.md
+            except ImportError:
+                raise SystemExit("CHAOSSCHEDULER_ETCD_CLIENT=grpc needs etcd-sdk-python, protobuf and grpcio: "
+                                 "pip install 'chaosscheduler[etcd-grpc]'") from None
 
             # gRPC pools connections per process unless told otherwise
             opts = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
@@ -189,7 +193,7 @@ def etcd_client_kind() -> str:
     """Which etcd client the nodes use: ``CHAOSSCHEDULER_ETCD_CLIENT`` = "http" (etcd's JSON gateway through
     requests, the default) or "grpc" (etcd-sdk-python, not installed by default; kept for the comparison in
     docs/testbed.md, "Which etcd client")."""
-    kind = os.environ.get("CHAOSSCHEDULER_ETCD_CLIENT", "grpc") or "grpc"
+    kind = os.environ.get("CHAOSSCHEDULER_ETCD_CLIENT", "http") or "http"
     if kind not in ETCD_CLIENTS:
         raise SystemExit(f"CHAOSSCHEDULER_ETCD_CLIENT must be one of {', '.join(ETCD_CLIENTS)}, got {kind!r}")
     return kind
