@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Which etcd client the embedded cluster's nodes should use: etcd's HTTP/JSON gateway (our ``testbed/etcd_http.py``,
-standard library only), or gRPC through ``etcd-sdk-python`` (grpcio + protobuf). The figures behind docs/testbed.md, "Which etcd client".
+"""Which etcd client the embedded cluster's nodes should use: etcd's HTTP/JSON gateway (our
+``testbed/etcd_http.py``, standard library only), or gRPC through ``etcd-sdk-python`` (grpcio + protobuf). The
+figures behind docs/testbed.md, "Which etcd client".
 
     python benchmarks/etcd_client.py                       # 2 rounds: cost 60 s, 3 failovers, 30 % loss 180 s
-    python benchmarks/etcd_client.py --rounds 3 --loss-seconds 300 --workers 12
+    python benchmarks/etcd_client.py --rounds 2 --workers 12 --loss-seconds 300
+    python benchmarks/etcd_client.py --rounds 4 --failovers 4 --cost-seconds 30 --loss-seconds 0   # failovers
     python benchmarks/etcd_client.py --quick               # 1 round, short phases: the script works
 
 Each round runs both clients one after the other (the order alternates between rounds, so the load of this shared
@@ -158,7 +160,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=12, help="workers of each cluster (default 12)")
     parser.add_argument("--cost-seconds", type=float, default=60.0)
     parser.add_argument("--failovers", type=int, default=3, help="leader kills per round and client (default 3)")
-    parser.add_argument("--loss-seconds", type=float, default=180.0)
+    parser.add_argument("--loss-seconds", type=float, default=180.0, help="0: no loss phase")
     parser.add_argument("--quick", action="store_true", help="1 round, 4 workers, 5 s phases, 1 failover")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -179,7 +181,8 @@ def main() -> int:
             for kind in (kinds if round_index % 2 == 0 else list(reversed(kinds))):
                 os.environ["CHAOSSCHEDULER_ETCD_CLIENT"] = kind
                 figures = cost_and_failover(bench, args.workers, args.cost_seconds, args.failovers)
-                figures["loss"] = loss_measure(bench, 5, 1.0, args.workers, args.loss_seconds, 0.3)
+                figures["loss"] = loss_measure(bench, 5, 1.0, args.workers, args.loss_seconds, 0.3) \
+                    if args.loss_seconds > 0 else {"worker_seconds": 0, "false_deaths": 0}
                 figures["load1"] = load.sample()
                 results[kind].append(figures)
                 print(f"  round {round_index + 1}, {kind}: {json.dumps(figures)}", flush=True)

@@ -119,10 +119,10 @@ def partition_workers(workers: Union[str, int, List[str]] = "all", peers: Union[
     ``workers`` (a string, an integer or a list of names): "all", a count ("2" or 2), a percentage ("50%", rounded
     up) or names ("worker-1,worker-2" or a JSON list).
     ``peers`` (a string or a list of names): "masters" (default: the split between masters and workers),
-    "registry" (the heartbeat store), "all" (every other node) or node names ("master-1,etcd-1" or a JSON list). ``mode``: "drop" (a partition), "loss" (drop ``loss`` of the packets at
-    random, 0 < loss <= 1) or "latency" (add ``latency_ms``: tc netem where the kernel has it, else, on this
-    machine's namespaces, an NFQUEUE delay process; the record holds the delay actually measured; refused with the
-    reason where neither works). ``direction``: "both", "to" (workers → peers only) or "from" (peers → workers only).
+    "registry" (the heartbeat store), "all" (every other node) or node names ("master-1,etcd-1" or a JSON list).
+    ``mode``: "drop" (a partition), "loss" (drop ``loss`` of the packets at random, 0 < loss <= 1) or "latency" (add
+    ``latency_ms``: tc netem where the kernel has it, else, on this machine's namespaces, an NFQUEUE delay process;
+    the record holds the delay actually measured; refused with the reason where neither works). ``direction``: "both", "to" (workers → peers only) or "from" (peers → workers only).
     ``duration``: seconds until the fault undoes itself (kernel timeout + reaper), even if this run has died.
 
     A drop partition may not cut off every worker unless configuration ``chaosscheduler_max_worker_share`` allows

@@ -115,8 +115,9 @@ def write(target: str, force: bool = False, source: Optional[str] = None) -> Dic
         for path in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(path) if os.path.isdir(path) else os.unlink(path)
-        raise ChaosSchedulerError(f"cannot write the experiments into {target}: {e.strerror or e}"
-                                  f"{' (' + e.filename + ')' if e.filename else ''}; what this call had created was removed") from e
+        where = f" ({e.filename})" if e.filename else ""
+        raise ChaosSchedulerError(f"cannot write the experiments into {target}: {e.strerror or e}{where}; what this "
+                                  f"call had created was removed") from e
     return plan
 
 
