@@ -5,11 +5,11 @@
     chaosscheduler testbed restart-node NODE [--name N]
     chaosscheduler testbed down [--name N] [--force]
     chaosscheduler heal [--from-hosts] [--dry-run]
-    chaosscheduler faults
+    chaosscheduler faults [--all] [--json]            (each fault with its run, and whether that run is alive)
     chaosscheduler experiments list
     chaosscheduler experiments write DIR [--force]
     chaosscheduler userns -- COMMAND [ARGS...]     (non-root: run inside an unprivileged user namespace)
-    chaosscheduler report JOURNAL [JOURNAL...] [-o report.html] [--png chart.png] [--title T]
+    chaosscheduler report JOURNAL|RUN [...] [-o report.html] [--png chart.png] [--title T]
     chaosscheduler --version
 
 Help texts are plain text: no reStructuredText markup here (argparse prints them as they are).
@@ -117,7 +117,11 @@ def _print_status(status: Dict[str, Any]) -> None:
 def _heal(args: argparse.Namespace) -> int:
     from .heal import heal
 
-    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run,
+    if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
+        print(f"chaosscheduler heal: --concurrency must be from 1 to 1024 hosts, got {args.concurrency}",
+              file=sys.stderr)
+        return 2
+    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run, concurrency=args.concurrency,
                   kubernetes_namespaces=args.kubernetes_namespace)
     verb = "would undo" if args.dry_run else "undone"
     for line in report["lines"]:
@@ -135,9 +139,15 @@ def _faults(args: argparse.Namespace) -> int:
     from .ledger import OPEN_STATES, Ledger
     from .testbed.spec import default_home
 
-    records = Ledger(args.home or default_home()).all()
+    from .runs import run_states
+
+    home = args.home or default_home()
+    records = Ledger(home).all()
     if not args.all:
         records = [r for r in records if r.get("state") in OPEN_STATES]
+    states = run_states(home, [r.get("run_id") for r in records])
+    for r in records:
+        r["run_state"] = states.get(r.get("run_id"), "unknown")
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -147,7 +157,7 @@ def _faults(args: argparse.Namespace) -> int:
         deadline = r.get("deadline")
         left = f"expires in {deadline - time.time():.0f} s" if deadline and r.get("state") in OPEN_STATES else ""
         print(f"{r['id']}  {r.get('action', r['kind']):<18} {r.get('state'):<9} {','.join(r.get('targets', []))}  "
-              f"{left}")
+              f"run {r.get('run_id', '?')} ({r['run_state']})  {left}".rstrip())
     return 0
 
 
@@ -215,6 +225,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     heal.add_argument("--from-hosts", action="store_true",
                       help="also find our nft tables on the hosts themselves (when the ledger is lost or corrupt)")
     heal.add_argument("--dry-run", action="store_true", help="say what would be undone, undo nothing")
+    heal.add_argument("--concurrency", type=int, default=None, metavar="N",
+                      help="hosts scanned at once by --from-hosts (default 128; faults are undone as wide as they "
+                           "were injected)")
     heal.add_argument("--kubernetes-namespace", action="append", default=[], metavar="NS",
                       help="with --from-hosts: also look in this namespace for our NetworkChaos, NetworkPolicies "
                            "and pod labels (kubeconfig or KUBERNETES_* environment)")
@@ -225,7 +238,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     faults.add_argument("--all", action="store_true", help="closed faults too")
     faults.add_argument("--json", action="store_true")
     report = sub.add_parser("report", help="render journals as one self-contained HTML page with timeline charts")
-    report.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal(s) written by chaos run")
+    report.add_argument("journals", nargs="+", metavar="JOURNAL",
+                        help="journal(s) written by chaos run, or a run's record (its directory under "
+                             "$CHAOSSCHEDULER_HOME/runs, its run.json, or its run id) for a run killed before it "
+                             "wrote its journal")
     report.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
     report.add_argument("--title", default="", help="page title (default: the experiment's, or 'N runs')")
     report.add_argument("--png", default="", metavar="PATH",
