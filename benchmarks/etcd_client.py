@@ -21,8 +21,9 @@ machine weighs on both alike) on fresh clusters (3 masters, 1 etcd member, load 
   workers in the event log (as ``benchmarks/heartbeat_loss.py``);
 * **import**: seconds to import what the client needs beyond our own package in a fresh interpreter (median of
   5), and the size on disk of the distributions it needs beyond ours;
-* **per call**: CPU and wall time of one ``get_prefix`` of the workers' keys, from this process to the first
-  cluster's etcd (median of 3 x 300 calls).
+* **per call**: CPU and wall time of one ``get_prefix`` of the workers' keys, from a master's namespace to the
+  cluster's etcd (median of 3 x 300 calls), and of one ``get_prefix`` of ``--big-range`` task-sized keys (~260
+  bytes; a master reloads every task when it wins; median of 3).
 
 gRPC needs ``pip install 'chaosscheduler[etcd-grpc]'`` (no longer installed with chaosscheduler); without it only
 the HTTP client is measured, and the script says so.
@@ -64,7 +65,7 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cost_and_failover(bench: Session, workers: int, seconds: float, failovers: int) -> Dict[str, Any]:
+def cost_and_failover(bench: Session, workers: int, seconds: float, failovers: int, big: int) -> Dict[str, Any]:
     tb = bench.cluster(workers=workers)
     try:
         time.sleep(3)  # past the start-up work (imports, first registrations), so the window sees steady work
@@ -92,7 +93,7 @@ def cost_and_failover(bench: Session, workers: int, seconds: float, failovers: i
             takeovers.append(round(acquired[0]["mono"] - killed, 3))
             tb.restart_node(old)
         result["failovers"] = takeovers
-        result["per_call"] = per_call(tb, os.environ["CHAOSSCHEDULER_ETCD_CLIENT"])
+        result["per_call"] = per_call(tb, os.environ["CHAOSSCHEDULER_ETCD_CLIENT"], big)
         return result
     finally:
         bench.remove_cluster(tb)
@@ -119,17 +120,29 @@ for _ in range(3):
         list(client.get_prefix("/cs/workers/"))
     walls.append((time.perf_counter() - wall) / 300)
     cpus.append((cpu() - used) / 300)
-print(json.dumps({"cpu_ms": statistics.median(cpus) * 1000, "wall_ms": statistics.median(walls) * 1000}))
+big = int(sys.argv[4])  # a large range: keys of ~260 bytes, like task records
+for i in range(big):
+    client.put(f"/bench/t{i:06d}", json.dumps({"id": f"t{i:06d}", "state": "completed", "pad": "x" * 200}))
+big_cpu, big_wall = [], []
+for _ in range(3):
+    wall, used = time.perf_counter(), cpu()
+    assert len([json.loads(v) for v, _ in client.get_prefix("/bench/")]) == big
+    big_wall.append(time.perf_counter() - wall)
+    big_cpu.append(cpu() - used)
+client.delete_prefix("/bench/")
+print(json.dumps({"cpu_ms": statistics.median(cpus) * 1000, "wall_ms": statistics.median(walls) * 1000,
+                  "big_cpu_ms": statistics.median(big_cpu) * 1000, "big_wall_ms": statistics.median(big_wall) * 1000}))
 """
 
 
-def per_call(tb: Any, kind: str) -> Dict[str, float]:
-    """CPU and wall time of one get_prefix of the workers' keys, from a master's namespace to the cluster's etcd."""
+def per_call(tb: Any, kind: str, big: int) -> Dict[str, float]:
+    """CPU and wall time of one get_prefix of the workers' keys, and of ``big`` task-sized keys, from a master's
+    namespace to the cluster's etcd."""
     etcd, master = tb.nodes_of("etcd")[0], tb.nodes_of("master")[0]
     prefix = ["ip", "netns", "exec", master.netns] if master.netns else []
     env = dict(os.environ, PYTHONPATH=_bench.ROOT)
-    out = subprocess.run(prefix + [sys.executable, "-c", PER_CALL, kind, etcd.address, str(etcd.port)],
-                         capture_output=True, text=True, check=True, env=env, timeout=120).stdout
+    out = subprocess.run(prefix + [sys.executable, "-c", PER_CALL, kind, etcd.address, str(etcd.port), str(big)],
+                         capture_output=True, text=True, check=True, env=env, timeout=600).stdout
     return {k: round(v, 3) for k, v in json.loads(out).items()}
 
 
@@ -161,11 +174,13 @@ def main() -> int:
     parser.add_argument("--cost-seconds", type=float, default=60.0)
     parser.add_argument("--failovers", type=int, default=3, help="leader kills per round and client (default 3)")
     parser.add_argument("--loss-seconds", type=float, default=180.0, help="0: no loss phase")
+    parser.add_argument("--big-range", type=int, default=5000, help="keys of the large-range read (default 5000)")
     parser.add_argument("--quick", action="store_true", help="1 round, 4 workers, 5 s phases, 1 failover")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.workers, args.cost_seconds, args.failovers, args.loss_seconds = 1, 4, 5.0, 1, 5.0
+        args.big_range = 200
     problem = _bench.requirements()
     if problem:
         print(f"cannot run: {problem}", file=sys.stderr)
@@ -180,7 +195,7 @@ def main() -> int:
         for round_index in range(args.rounds):
             for kind in (kinds if round_index % 2 == 0 else list(reversed(kinds))):
                 os.environ["CHAOSSCHEDULER_ETCD_CLIENT"] = kind
-                figures = cost_and_failover(bench, args.workers, args.cost_seconds, args.failovers)
+                figures = cost_and_failover(bench, args.workers, args.cost_seconds, args.failovers, args.big_range)
                 figures["loss"] = loss_measure(bench, 5, 1.0, args.workers, args.loss_seconds, 0.3) \
                     if args.loss_seconds > 0 else {"worker_seconds": 0, "false_deaths": 0}
                 figures["load1"] = load.sample()
@@ -200,11 +215,14 @@ def main() -> int:
                      f"{statistics.median(r['worker_rss_mb'] for r in runs):.0f} MB",
                      f"{statistics.median(r['per_call']['cpu_ms'] for r in runs):.2f} / "
                      f"{statistics.median(r['per_call']['wall_ms'] for r in runs):.2f} ms",
+                     f"{statistics.median(r['per_call']['big_cpu_ms'] for r in runs):.0f} / "
+                     f"{statistics.median(r['per_call']['big_wall_ms'] for r in runs):.0f} ms",
                      f"{import_seconds(CLIENTS[kind]['module']) * 1000:.0f} ms",
                      f"{disk_mb(CLIENTS[kind]['distributions']):.0f} MB"])
     print()
     print(table(["client", "false deaths in worker-s (30 % loss)", "failover median / max",
-                 "CPU per master", "CPU per worker", "RSS master / worker", "per call CPU / wall", "import",
+                 "CPU per master", "CPU per worker", "RSS master / worker", "per call CPU / wall",
+                 f"{args.big_range} keys CPU / wall", "import",
                  "extra on disk"], rows))
     print(f"{args.workers} workers, 3 masters, heartbeat 5 s / 1 s, {args.rounds} round(s); {load.summary()}")
     if args.json:
