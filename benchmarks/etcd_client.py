@@ -6,6 +6,7 @@ figures behind docs/testbed.md, "Which etcd client".
     python benchmarks/etcd_client.py                       # 2 rounds: cost 60 s, 3 failovers, 30 % loss 180 s
     python benchmarks/etcd_client.py --rounds 2 --workers 12 --loss-seconds 300
     python benchmarks/etcd_client.py --rounds 4 --failovers 4 --cost-seconds 30 --loss-seconds 0   # failovers
+    python benchmarks/etcd_client.py --rounds 2 --failovers 3 --cost-seconds 5 --loss-seconds 0 --table 5000
     python benchmarks/etcd_client.py --quick               # 1 round, short phases: the script works
 
 Each round runs both clients one after the other (the order alternates between rounds, so the load of this shared
@@ -15,7 +16,8 @@ machine weighs on both alike) on fresh clusters (3 masters, 1 etcd member, load 
 * **cost**: CPU seconds (user + system, from /proc) the masters and the workers use over ``--cost-seconds`` of
   steady work, per node and as a share of one core; resident memory (VmRSS) per node at the end;
 * **failover**: ``kill -9`` of the leader, ``--failovers`` times: seconds until the new leader's ``leader_acquired``
-  event (CLOCK_MONOTONIC, shared by every process here);
+  event (CLOCK_MONOTONIC, shared by every process here), and of them the reload (from winning the leader key to
+  acting as leader: the task table read back); ``--table N`` puts N completed task records in etcd first;
 * **heartbeat under loss**: ``partition_workers(workers="all", peers="all", mode="loss", loss=0.3)`` for
   ``--loss-seconds`` (the network-partition experiment's loss step), then the false "dead" declarations of live
   workers in the event log (as ``benchmarks/heartbeat_loss.py``);
@@ -65,9 +67,35 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cost_and_failover(bench: Session, workers: int, seconds: float, failovers: int, big: int) -> Dict[str, Any]:
+FILL = """
+import json, sys, time
+from chaosscheduler.testbed.etcd_http import EtcdHTTPClient
+client, now = EtcdHTTPClient([(sys.argv[1], int(sys.argv[2]))], timeout=10), time.time()
+for i in range(int(sys.argv[3])):
+    task = {"id": f"fill{i:06d}", "job": "fill", "state": "completed", "worker": "worker-1", "attempt": 1,
+            "submitted_at": now - 3600, "duration": 4.0, "completions": 1, "completed_by": "worker-1",
+            "completed_attempt": 1, "stale_completions": [],
+            "history": [{"event": "submitted", "at": now - 3600},
+                        {"event": "assigned", "at": now - 3600, "worker": "worker-1", "attempt": 1},
+                        {"event": "completed", "at": now - 3596, "worker": "worker-1", "attempt": 1}]}
+    client.put(f"/cs/tasks/fill{i:06d}", json.dumps(task))
+"""
+
+
+def fill_tasks(tb: Any, count: int) -> None:
+    """``count`` completed task records in the cluster's etcd: the table a new leader reloads when it wins."""
+    etcd = tb.nodes_of("etcd")[0]
+    prefix = ["ip", "netns", "exec", etcd.netns] if etcd.netns else []
+    subprocess.run(prefix + [sys.executable, "-c", FILL, etcd.address, str(etcd.port), str(count)], check=True,
+                   env=dict(os.environ, PYTHONPATH=_bench.ROOT), timeout=600)
+
+
+def cost_and_failover(bench: Session, workers: int, seconds: float, failovers: int, big: int,
+                      table: int = 0) -> Dict[str, Any]:
     tb = bench.cluster(workers=workers)
     try:
+        if table:
+            fill_tasks(tb, table)
         time.sleep(3)  # past the start-up work (imports, first registrations), so the window sees steady work
         roles = {name: node.role for name, node in tb.nodes.items() if node.role in ("master", "worker")}
         pids = {name: tb.process(name)["pid"] for name in roles}
@@ -82,17 +110,19 @@ def cost_and_failover(bench: Session, workers: int, seconds: float, failovers: i
             names = [n for n, r in roles.items() if r == role]
             result[f"{role}_cpu_share"] = round(statistics.mean(cpu[n] / elapsed for n in names), 4)
             result[f"{role}_rss_mb"] = round(statistics.median(rss[n] for n in names), 1)
-        takeovers = []
+        takeovers, reloads = [], []
         for _ in range(failovers):
             tb.wait_healthy(60)
             old = tb.leader()
-            killed = time.monotonic()
+            killed, killed_wall = time.monotonic(), time.time()
             tb.signal_node(old, signal.SIGKILL)
             acquired = wait_until(lambda: [e for e in tb.events("leader_acquired") if e["mono"] > killed], 30, 0.01,
                                   "a new leader in the event log")
             takeovers.append(round(acquired[0]["mono"] - killed, 3))
+            # from winning the key (its "since") to acting as leader: the reload of the task table
+            reloads.append(round(acquired[0]["mono"] - killed - (acquired[0]["since"] - killed_wall), 3))
             tb.restart_node(old)
-        result["failovers"] = takeovers
+        result["failovers"], result["reloads"] = takeovers, reloads
         result["per_call"] = per_call(tb, os.environ["CHAOSSCHEDULER_ETCD_CLIENT"], big)
         return result
     finally:
@@ -175,6 +205,8 @@ def main() -> int:
     parser.add_argument("--failovers", type=int, default=3, help="leader kills per round and client (default 3)")
     parser.add_argument("--loss-seconds", type=float, default=180.0, help="0: no loss phase")
     parser.add_argument("--big-range", type=int, default=5000, help="keys of the large-range read (default 5000)")
+    parser.add_argument("--table", type=int, default=0,
+                        help="completed task records put in etcd before the failovers (the table a winner reloads)")
     parser.add_argument("--quick", action="store_true", help="1 round, 4 workers, 5 s phases, 1 failover")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -195,7 +227,8 @@ def main() -> int:
         for round_index in range(args.rounds):
             for kind in (kinds if round_index % 2 == 0 else list(reversed(kinds))):
                 os.environ["CHAOSSCHEDULER_ETCD_CLIENT"] = kind
-                figures = cost_and_failover(bench, args.workers, args.cost_seconds, args.failovers, args.big_range)
+                figures = cost_and_failover(bench, args.workers, args.cost_seconds, args.failovers, args.big_range,
+                                            args.table)
                 figures["loss"] = loss_measure(bench, 5, 1.0, args.workers, args.loss_seconds, 0.3) \
                     if args.loss_seconds > 0 else {"worker_seconds": 0, "false_deaths": 0}
                 figures["load1"] = load.sample()
@@ -207,8 +240,10 @@ def main() -> int:
         takeovers = [t for r in runs for t in r["failovers"]]
         worker_seconds = sum(r["loss"]["worker_seconds"] for r in runs)
         deaths = sum(r["loss"]["false_deaths"] for r in runs)
+        reloads = [t for r in runs for t in r["reloads"]]
         rows.append([kind, f"{deaths} in {worker_seconds:,}",
                      f"{statistics.median(takeovers):.2f} s / {max(takeovers):.2f} s (n={len(takeovers)})",
+                     f"{statistics.median(reloads):.2f} s / {max(reloads):.2f} s",
                      f"{statistics.mean(r['master_cpu_share'] for r in runs) * 100:.1f} %",
                      f"{statistics.mean(r['worker_cpu_share'] for r in runs) * 100:.1f} %",
                      f"{statistics.median(r['master_rss_mb'] for r in runs):.0f} / "
@@ -220,7 +255,7 @@ def main() -> int:
                      f"{import_seconds(CLIENTS[kind]['module']) * 1000:.0f} ms",
                      f"{disk_mb(CLIENTS[kind]['distributions']):.0f} MB"])
     print()
-    print(table(["client", "false deaths in worker-s (30 % loss)", "failover median / max",
+    print(table(["client", "false deaths in worker-s (30 % loss)", "failover median / max", "of which reload",
                  "CPU per master", "CPU per worker", "RSS master / worker", "per call CPU / wall",
                  f"{args.big_range} keys CPU / wall", "import",
                  "extra on disk"], rows))
