@@ -133,6 +133,7 @@ class EtcdHTTPClient:
 
     transactions = Transactions()
     POOL = 8     # idle connections kept per endpoint
+    PAGE = 500   # keys per request of get_prefix
     WARM = 2     # idle connections made ready in the background after a failure, so the next call finds one
     PATIENCE = 10.0  # seconds a connection whose answer came too late may still take to deliver it
 
@@ -288,10 +289,24 @@ class EtcdHTTPClient:
         return base64.b64decode(kvs[0].get("value", "")), KVMeta(kvs[0])
 
     def get_prefix(self, prefix: Any) -> Iterator[Tuple[bytes, KVMeta]]:
+        """Every key under ``prefix``, in key order, as one consistent snapshot read in pages of ``PAGE`` keys.
+
+        The gateway writes nothing before its whole JSON answer is ready, ~4x slower than gRPC's (5,000 task
+        records: 187 ms against 44 ms at load 34), so one request for a large table can outlast the call's timeout
+        on a busy machine, and a new leader that cannot reload its tasks steps down. Pages keep every request short;
+        all of them are read at the revision of the first, so together they are one snapshot."""
         raw = prefix if isinstance(prefix, bytes) else str(prefix).encode()
-        answer = self.call("/v3/kv/range", {"key": _b64(raw), "range_end": _b64(_prefix_end(raw))})
-        for kv in answer.get("kvs") or []:
-            yield base64.b64decode(kv.get("value", "")), KVMeta(kv)
+        body: Dict[str, Any] = {"key": _b64(raw), "range_end": _b64(_prefix_end(raw)), "limit": str(self.PAGE)}
+        while True:
+            answer = self.call("/v3/kv/range", body)
+            kvs = answer.get("kvs") or []
+            for kv in kvs:
+                yield base64.b64decode(kv.get("value", "")), KVMeta(kv)
+            if not answer.get("more") or not kvs:
+                return
+            # the first answer's revision pins every later page (their headers give the store's current revision)
+            body.setdefault("revision", str((answer.get("header") or {}).get("revision", 0)))
+            body = dict(body, key=_b64(base64.b64decode(kvs[-1]["key"]) + b"\0"))
 
     def put(self, key: Any, value: Any, lease: Optional[int] = None) -> Dict[str, Any]:
         return self.call("/v3/kv/put", Transactions.put(key, value, lease)["request_put"])

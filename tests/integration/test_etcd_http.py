@@ -235,3 +235,29 @@ def test_after_a_failure_connections_are_made_ready_in_the_background():
         assert client.get("/t/next") == (None, None) and len(server.ports) == 2
     finally:
         server.close()
+
+
+def test_a_large_prefix_is_read_in_pages_as_one_snapshot(client, etcd):
+    """get_prefix reads PAGE keys per request (a large table in one gateway answer can outlast the timeout), at the
+    revision of the first page: keys written meanwhile are not mixed in."""
+    writer = EtcdHTTPClient([("127.0.0.1", etcd.port)], timeout=1.0)
+    client.PAGE = 7
+    for i in range(30):
+        client.put(f"/t/p/{i:03d}", str(i))
+    pages = []
+    real = client.call
+
+    def counting(path, body):
+        pages.append(body)
+        if len(pages) == 2:
+            writer.put("/t/p/000", "changed after the first page")
+            writer.put("/t/p/999", "added after the first page")
+        return real(path, body)
+
+    client.call = counting
+    values = [v for v, _ in client.get_prefix("/t/p/")]
+    assert values == [str(i).encode() for i in range(30)]  # the snapshot of the first page, in key order
+    assert len(pages) == 5 and all(int(p["limit"]) == 7 for p in pages)
+    assert len({p.get("revision") for p in pages[1:]}) == 1
+    client.call = real
+    assert [v for v, _ in client.get_prefix("/t/p/")][0] == b"changed after the first page"
