@@ -11,7 +11,7 @@ pause; the chaosscheduler control with ``testbed: never``) against an embedded c
 the fault active, and kills ``chaos`` with SIGKILL. Then, against the fault's recorded deadline:
 
 * **isolate_worker, chaos killed**: *table removed* — the kernel's event for the deletion of the fault's table
-  (``nft monitor destroy tables`` in the worker's namespace, started before the deadline), i.e. the detached
+  (``nft monitor tables`` in the worker's namespace, started before the deadline), i.e. the detached
   reaper's undo; *traffic back* — the first TCP connect from the worker to etcd that succeeds (a loop of 20 ms
   attempts in the worker's namespace, 5 ms apart); the ledger's ``undone_at`` (state ``expired``).
 * **isolate_worker, chaos and reaper killed**: *traffic back* through the kernel's set-element timeout alone (the
@@ -125,14 +125,18 @@ def traffic_back(proc: subprocess.Popen) -> float:
 
 
 class TableWatch:
-    """``nft monitor destroy tables`` in a namespace: the wall time at which the kernel reports ``table`` deleted.
-    Event-driven, so the observer neither polls nor competes with the reaper for the CPU or nft's lock."""
+    """``nft monitor tables`` in a namespace: the wall time at which the kernel reports ``table`` deleted.
+    Event-driven, so the observer neither polls nor competes with the reaper for the CPU or nft's lock.
+
+    Every table event is monitored and the deletion picked from the output: ``nft monitor destroy tables`` (the
+    event filter of nft 1.0.6, Debian 12) is a syntax error in nft 1.1 (Debian 13), where ``destroy`` became a
+    command of its own; a watcher that cannot start is an error at once, not a wait until the timeout."""
 
     def __init__(self, bench: Session, netns: str, table: str):
         self.table = table
         self.removed: Optional[float] = None
-        self.proc = bench.spawn(["ip", "netns", "exec", netns, "nft", "monitor", "destroy", "tables"],
-                                stdout=subprocess.PIPE, text=True)
+        self.proc = bench.spawn(["ip", "netns", "exec", netns, "nft", "monitor", "tables"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -141,9 +145,14 @@ class TableWatch:
             if self.removed is None and line.split()[:2] == ["delete", "table"] and self.table in line.split():
                 self.removed = time.time()
 
+    def _seen(self) -> Optional[float]:
+        if self.removed is None and self.proc.poll() is not None:
+            raise RuntimeError(f"nft monitor exited ({self.proc.returncode}): {self.proc.stderr.read().strip()}")
+        return self.removed
+
     def wait(self, timeout: float) -> float:
         try:
-            return wait_until(lambda: self.removed, timeout, 0.01, f"table {self.table} deleted")
+            return wait_until(self._seen, timeout, 0.01, f"table {self.table} deleted")
         finally:
             self.proc.kill()
             self.proc.wait()

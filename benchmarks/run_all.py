@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every benchmark, one after the other, and print their tables.
 
-    python benchmarks/run_all.py                  # the full set (about 20 minutes on 2 cores)
+    python benchmarks/run_all.py                  # the full set (about 40 minutes on 2 cores; etcd_client ~20)
     python benchmarks/run_all.py --quick          # every script with --quick (about 2 minutes): a smoke check
     python benchmarks/run_all.py --only accuracy,latency --out /tmp/bench
 
@@ -20,8 +20,10 @@ from typing import List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # cheapest first; the issue-6 scripts, then the testbed's own start-up / failover benchmark
-SCRIPTS = ["latency", "accuracy", "expiry", "overhead", "experiments", "scale", "testbed", "heartbeat_loss", "fanout"]
-WITH_JSON = {"latency", "accuracy", "expiry", "overhead", "experiments", "scale", "heartbeat_loss", "fanout"}
+SCRIPTS = ["latency", "accuracy", "expiry", "overhead", "experiments", "scale", "testbed", "heartbeat_loss", "fanout",
+           "etcd_client"]
+WITH_JSON = {"latency", "accuracy", "expiry", "overhead", "experiments", "scale", "heartbeat_loss", "fanout",
+             "etcd_client"}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -27,7 +27,9 @@ def discover(discover_system: bool = True) -> Dict[str, Any]:
 def load_exported_activities() -> List[Dict[str, Any]]:
     from chaoslib.discovery.discover import discover_actions, discover_probes
 
+    from ._types import refine_union_types
+
     activities: List[Dict[str, Any]] = []
     for module, kind in CATALOGUE:
         activities.extend(discover_probes(module) if kind == "probe" else discover_actions(module))
-    return activities
+    return refine_union_types(activities)

@@ -10,7 +10,7 @@ import logging
 import random
 import signal as _signal
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Union
 
 from chaoslib.types import Configuration, Secrets
 
@@ -65,19 +65,25 @@ def _require_network(ctx: Context) -> None:
 
 
 @boundary
-def kill_master(target: str = "leader", signal: str = "SIGKILL", duration: float = 60.0, allow_last: bool = False,
+def kill_master(target: str = "leader", signal: Union[str, int] = "SIGKILL", duration: float = 60.0,
+                allow_last: bool = False,
                 dry_run: bool = False, configuration: Configuration = None,
                 secrets: Secrets = None) -> Dict[str, Any]:
     """Kill a master: the current leader by default.
 
     ``target``: "leader" (the master that leads right now), "follower" (a random running non-leader), "random" (any
-    running master) or a master's name. ``signal``: "SIGKILL" (default, a crash), "SIGTERM" (a clean stop; the
-    leader resigns) or "SIGSTOP" (a freeze; undone with SIGCONT). ``duration``: seconds after which the fault
-    undoes itself (the master is started again / resumed) even if this run has died; restart_master does it
-    sooner. Refuses when no other master would be left running, unless ``allow_last`` is true.
+    running master) or a master's name. ``signal``, by name ("SIGKILL" or "KILL") or number: "SIGKILL" (default, a
+    crash), "SIGTERM" or "SIGINT" (a stop the master may handle: the embedded cluster's leader resigns), "SIGQUIT"
+    (a crash with a core dump, unless the master handles it) or "SIGSTOP" (a freeze, undone with SIGCONT). The
+    action returns once the signal has taken effect: a killed master's process gone, and on the embedded cluster
+    and SSH hosts a stopped one in state "T" (it fails, with the master resumed, if that does not show within a
+    few seconds). ``duration``: seconds after
+    which the fault undoes itself (the master is started again / resumed) even if this run has died;
+    restart_master does it sooner. Refuses when no other master would be left running, unless ``allow_last`` is
+    true.
 
-    Returns the fault record: ``id``, ``targets`` ([master]), ``was_leader``, ``leader_before``, ``pid``,
-    ``started_at``, ``deadline``."""
+    Returns the fault record: ``id``, ``targets`` ([master]), ``signal``, ``was_leader``, ``leader_before``,
+    ``pid``, ``started_at``, ``deadline``."""
     ctx = Context(configuration)
     try:
         sig_name = _signal.Signals(procs.signal_number(signal)).name
@@ -104,19 +110,19 @@ def kill_master(target: str = "leader", signal: str = "SIGKILL", duration: float
 
 
 @boundary
-def partition_workers(workers: str = "all", peers: str = "masters",
+def partition_workers(workers: Union[str, int, List[str]] = "all", peers: Union[str, List[str]] = "masters",
                       mode: str = "drop", loss: float = 0.3, latency_ms: float = 500.0, direction: str = "both",
                       duration: float = 60.0, dry_run: bool = False, configuration: Configuration = None,
                       secrets: Secrets = None) -> Dict[str, Any]:
     """Cut or degrade the traffic between a set of workers and a set of peers.
 
-    ``workers``: "all", a count ("2" or 2), a percentage ("50%", rounded up) or names ("worker-1,worker-2" or a
-    JSON list).
-    ``peers``: "masters" (default: the split between masters and workers), "registry" (the heartbeat store), "all"
-    (every other node) or node names. ``mode``: "drop" (a partition), "loss" (drop ``loss`` of the packets at
-    random, 0 < loss <= 1) or "latency" (add ``latency_ms``: tc netem where the kernel has it, else, on this
-    machine's namespaces, an NFQUEUE delay process; the record holds the delay actually measured; refused with the
-    reason where neither works). ``direction``: "both", "to" (workers → peers only) or "from" (peers → workers only).
+    ``workers`` (a string, an integer or a list of names): "all", a count ("2" or 2), a percentage ("50%", rounded
+    up) or names ("worker-1,worker-2" or a JSON list).
+    ``peers`` (a string or a list of names): "masters" (default: the split between masters and workers),
+    "registry" (the heartbeat store), "all" (every other node) or node names ("master-1,etcd-1" or a JSON list).
+    ``mode``: "drop" (a partition), "loss" (drop ``loss`` of the packets at random, 0 < loss <= 1) or "latency" (add
+    ``latency_ms``: tc netem where the kernel has it, else, on this machine's namespaces, an NFQUEUE delay process;
+    the record holds the delay actually measured; refused with the reason where neither works). ``direction``: "both", "to" (workers → peers only) or "from" (peers → workers only).
     ``duration``: seconds until the fault undoes itself (kernel timeout + reaper), even if this run has died.
 
     A drop partition may not cut off every worker unless configuration ``chaosscheduler_max_worker_share`` allows

@@ -1,4 +1,4 @@
-"""``chaosscheduler``: manage the embedded cluster and heal faults from the command line.
+"""chaosscheduler: manage the embedded cluster, heal faults and write out the experiments from the command line.
 
     chaosscheduler testbed up [--name N] [--masters 3] [--workers 4] [--etcd-members 1] [--replace]
     chaosscheduler testbed status [--name N] [--json]
@@ -6,12 +6,18 @@
     chaosscheduler testbed down [--name N] [--force]
     chaosscheduler heal [--from-hosts] [--dry-run]
     chaosscheduler faults [--all] [--json]            (each fault with its run, and whether that run is alive)
+    chaosscheduler experiments list
+    chaosscheduler experiments write DIR [--force]
     chaosscheduler userns -- COMMAND [ARGS...]     (non-root: run inside an unprivileged user namespace)
     chaosscheduler report JOURNAL|RUN [...] [-o report.html] [--png chart.png] [--title T]
+    chaosscheduler --version
+
+Help texts are plain text: no reStructuredText markup here (argparse prints them as they are).
 """
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -68,8 +74,16 @@ def _testbed(args: argparse.Namespace) -> int:
     if args.action == "down":
         spec = testbed.ClusterSpec(name=args.name)
         result = testbed.down(spec.state_dir, force=args.force)
-        print(f"cluster {args.name}: removed {len(result['namespaces_removed'])} namespaces, "
-              f"every process and {spec.state_dir}")
+        namespaces, killed = len(result["namespaces_removed"]), result["processes_killed"]
+        if result["existed"]:
+            print(f"cluster {args.name}: removed {namespaces} namespace(s), {killed} process(es) and "
+                  f"{spec.state_dir}")
+        elif namespaces or killed:
+            print(f"cluster {args.name}: no state at {spec.state_dir}, but removed what was left of it: "
+                  f"{namespaces} namespace(s), {killed} process(es)")
+        else:
+            print(f"cluster {args.name}: there was none (nothing at {spec.state_dir}, no namespace or process of "
+                  f"it): nothing to remove")
         return 0
     tb = testbed.find(args.name)
     if args.action == "restart-node":
@@ -147,6 +161,45 @@ def _faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiments_parser(sub: Any) -> None:
+    ex = sub.add_parser("experiments", help="the experiments and var files shipped with the package",
+                        description="List the experiments and var files shipped with the package, or write them "
+                                    "into a directory to run them with 'chaos run'.")
+    esub = ex.add_subparsers(dest="action", required=True)
+    esub.add_parser("list", help="list the shipped experiments and var files")
+    write = esub.add_parser("write", help="write the experiments (and vars/*.json) into DIR",
+                            description="Write the shipped experiments into DIR and their var files into DIR/vars. "
+                                        "A file that exists with other content is refused unless --force; an "
+                                        "identical one is left as it is.")
+    write.add_argument("directory", metavar="DIR", help="where to write them (created if missing)")
+    write.add_argument("--force", action="store_true", help="replace existing files whose content differs")
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    from . import shipped
+
+    if args.action == "list":
+        entries = shipped.catalogue()
+        width = max(len(e["name"]) for e in entries)
+        for kind, heading in (("experiment", "experiments"), ("var file", "var files (--var-file)")):
+            print(f"{heading}:")
+            for entry in (e for e in entries if e.get("kind") == kind):
+                print(f"  {entry['name']:<{width}}  {entry['title']}")
+        problems = [e for e in entries if e.get("problem")]
+        for entry in problems:
+            print(f"chaosscheduler experiments: {entry['name']}: {entry['problem']}", file=sys.stderr)
+        print(f"from {shipped.experiments_dir()}; write them out with: chaosscheduler experiments write DIR")
+        return 1 if problems else 0
+    plan = shipped.write(args.directory, force=args.force)
+    for label in ("written", "replaced", "unchanged"):
+        for path in plan[label]:
+            print(f"{label:<9} {path}")
+    experiment = os.path.join(args.directory, "worker-disconnect.json")
+    print(f"{len(plan['written'])} written, {len(plan['replaced'])} replaced, {len(plan['unchanged'])} unchanged; "
+          f"run one with: chaos run {experiment}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -160,9 +213,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="chaosscheduler", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"chaosscheduler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _testbed_parser(sub)
+    _experiments_parser(sub)
     heal = sub.add_parser("heal", help="undo every open fault recorded in the ledger")
     heal.add_argument("--home", default="", help="state home (default: $CHAOSSCHEDULER_HOME)")
     heal.add_argument("--from-hosts", action="store_true",
@@ -199,6 +256,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _faults(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "experiments":
+            return _experiments(args)
         if args.command == "userns":
             from .userns import run
 

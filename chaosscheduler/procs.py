@@ -6,10 +6,23 @@ import subprocess
 import time
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["ProcessRecord", "start_time", "is_running", "spawn", "terminate", "signal_number",
-           "pids_with_marker"]
+__all__ = ["ProcessRecord", "start_time", "state", "is_running", "is_stopped", "spawn", "terminate",
+           "signal_number", "pids_with_marker", "FATAL", "STOP_WAIT"]
 
 MARKER_ENV = "CHAOSSCHEDULER_OWNER"
+FATAL = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+STOP_WAIT = 5.0  # seconds a SIGSTOP (or SIGCONT) may take to show in the process state before we say it did not
+
+
+def state(pid: int) -> str:
+    """The process state letter (field 3 of /proc/PID/stat: "R", "S", "D", "T" stopped, "t" traced, "Z", ...),
+    or "" if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""
+    return data[data.rfind(")") + 2:].split()[0]
 
 
 def start_time(pid: int) -> Optional[int]:
@@ -41,6 +54,11 @@ class ProcessRecord(dict):
 
 def is_running(record: Optional[Dict]) -> bool:
     return bool(record) and ProcessRecord(record).alive()
+
+
+def is_stopped(record: Optional[Dict]) -> bool:
+    """Whether the recorded process is (still the same process and) stopped by a signal: state "T" (or "t")."""
+    return is_running(record) and state(record["pid"]) in ("T", "t")
 
 
 def signal_number(name) -> int:
@@ -93,16 +111,28 @@ def pids_with_marker(owner: str) -> List[int]:
 
 
 def terminate(record: Dict, sig: int = signal.SIGKILL, wait: float = 5.0) -> bool:
-    """Send ``sig`` to the recorded process if it is still the same process; wait (polling) until it is gone
-    when ``sig`` is fatal. Returns True when a signal was delivered."""
+    """Send ``sig`` to the recorded process if it is still the same process, and wait (polling, at most ``wait``
+    seconds) for its effect: gone for a fatal signal, stopped (state "T") for SIGSTOP, running again for SIGCONT.
+    Returns True when a signal was delivered; whether the effect came within ``wait`` the caller checks with
+    :func:`is_running` / :func:`is_stopped`."""
     if not is_running(record):
         return False
     try:
         os.kill(record["pid"], sig)
     except ProcessLookupError:
         return False
-    if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        deadline = time.monotonic() + wait
-        while is_running(record) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    if sig in FATAL:
+        def done() -> bool:
+            return not is_running(record)
+    elif sig == signal.SIGSTOP:
+        def done() -> bool:
+            return is_stopped(record) or not is_running(record)
+    elif sig == signal.SIGCONT:
+        def done() -> bool:
+            return not is_stopped(record)
+    else:
+        return True
+    deadline = time.monotonic() + wait
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
     return True

@@ -43,16 +43,19 @@ def _undo(ctx: Context, actions: List[str], scope: str, fault_id: str) -> Dict[s
 @boundary
 def restart_master(fault_id: str = "", scope: str = "run", configuration: Configuration = None,
                    secrets: Secrets = None) -> Dict[str, Any]:
-    """Start again the masters killed by kill_master (resume them after SIGSTOP). ``fault_id`` limits it to one
-    fault. Returns ``{"undone": [fault ids], "errors": []}``."""
+    """Start again the masters killed by kill_master (resume them after SIGSTOP). ``scope``: "run" (default: this
+    run's faults) or "all" (every open one in the ledger); ``fault_id`` limits it to one fault. Returns
+    ``{"undone": [fault ids], "errors": []}``; raises, naming each, when a fault could not be undone (it stays open
+    for ``chaosscheduler heal``)."""
     return _undo(Context(configuration), ["kill_master"], scope, fault_id)
 
 
 @boundary
 def heal_partition(fault_id: str = "", scope: str = "run", configuration: Configuration = None,
                    secrets: Secrets = None) -> Dict[str, Any]:
-    """Remove the partitions, loss and latency injected by partition_workers (exactly our own tables).
-    Returns ``{"undone": [fault ids], "errors": []}``."""
+    """Remove the partitions, loss and latency injected by partition_workers (exactly our own tables). ``scope``:
+    "run" (default: this run's faults) or "all" (every open one in the ledger); ``fault_id`` limits it to one fault.
+    Returns ``{"undone": [fault ids], "errors": []}``; raises, naming each, when a fault could not be undone."""
     return _undo(Context(configuration), ["partition_workers"], scope, fault_id)
 
 
@@ -60,8 +63,9 @@ def heal_partition(fault_id: str = "", scope: str = "run", configuration: Config
 def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
                   configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
     """Give isolated workers their network back, then wait up to ``timeout`` seconds for each to register again.
-    Returns ``{"undone": [...], "rejoined": [workers], "seconds": time to rejoin}``; raises if a worker did not come
-    back in time."""
+    ``scope``: "run" (default: this run's faults) or "all" (every open one in the ledger); ``fault_id`` limits it to
+    one fault. Returns ``{"undone": [...], "errors": [], "rejoined": [workers], "seconds": time to rejoin}``; raises
+    if a fault could not be undone or a worker did not come back in time."""
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
     opened = {f["id"]: f for f in ctx.ledger.open_faults()}

@@ -13,11 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List
+from typing import List, Optional
 
 from .errors import ChaosSchedulerError
 
-__all__ = ["command", "main"]
+__all__ = ["command", "available", "main"]
 
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
@@ -32,10 +32,27 @@ def command(argv: List[str]) -> List[str]:
             sys.executable, "-m", "chaosscheduler.userns", "--inside", "--"] + list(argv)
 
 
+def available() -> Optional[str]:
+    """None when this process may create a user namespace; otherwise why not, as an actionable sentence."""
+    if shutil.which("unshare") is None:
+        return "the 'unshare' command is missing: apt-get install util-linux"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    return (f"unprivileged user namespaces are not allowed here ({probe.stderr.strip() or probe.returncode}): the "
+            f"kernel refuses them inside a chroot, when sysctl kernel.unprivileged_userns_clone=0 or "
+            f"user.max_user_namespaces=0, and where AppArmor restricts them (Ubuntu 24.04: "
+            f"kernel.apparmor_restrict_unprivileged_userns); run as root instead")
+
+
 def run(argv: List[str]) -> int:
-    """Run ``argv`` inside the namespaces; its exit code. Where the kernel forbids unprivileged user namespaces,
-    unshare says so on stderr ("Operation not permitted") and the code is non-zero."""
-    return subprocess.run(command(argv)).returncode
+    """Run ``argv`` inside the namespaces; its exit code. Raises ChaosSchedulerError, saying why, where
+    unprivileged user namespaces are not allowed."""
+    full = command(argv)
+    reason = available()
+    if reason:
+        raise ChaosSchedulerError(reason)
+    return subprocess.run(full).returncode
 
 
 def _inside(argv: List[str]) -> int:

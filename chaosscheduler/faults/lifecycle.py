@@ -4,6 +4,9 @@
 it at its deadline even if the process that injected it dies at any point after that; network faults also carry
 a kernel timeout, so they stop cutting traffic at the deadline even if the reaper is killed too. If injecting
 fails half-way, what was applied is undone at once and the record is closed as ``failed``.
+
+A closed fault's reaper files (``<home>/reapers/<id>.json`` and ``.log``) are removed; the log stays when the undo
+failed (the fault stays open, so heal can retry) or when the reaper had to retry a failed undo.
 """
 
 import contextlib
@@ -20,7 +23,7 @@ from ..errors import ChaosSchedulerError, FaultError
 from ..ledger import OPEN_STATES, Ledger
 from .base import fault_class
 
-__all__ = ["inject", "undo", "undo_open", "spawn_reaper", "start_facts"]
+__all__ = ["inject", "undo", "undo_open", "spawn_reaper", "start_facts", "remove_reaper_files"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -36,8 +39,22 @@ def copy_path(home: str, fault_id: str) -> str:
     return os.path.join(home, "reapers", f"{fault_id}.json")
 
 
+def log_path(home: str, fault_id: str) -> str:
+    """The reaper's output: what it did at the deadline, or why it could not."""
+    return os.path.join(home, "reapers", f"{fault_id}.log")
+
+
+def remove_reaper_files(home: str, fault_id: str, keep_log: bool = False) -> None:
+    """Remove a closed fault's reaper copy and log (the ledger keeps the record). A reaper still running keeps its
+    open log; it only writes its last line into a file without a name."""
+    paths = [copy_path(home, fault_id)] + ([] if keep_log else [log_path(home, fault_id)])
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def spawn_reaper(ledger: Ledger, fault_id: str, record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    log = os.path.join(ledger.home, "reapers", f"{fault_id}.log")
+    log = log_path(ledger.home, fault_id)
     if record is not None:
         write_json_atomic(copy_path(ledger.home, fault_id), record)
     env = dict(os.environ)
@@ -81,7 +98,8 @@ def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
             undone = {} if partial.get("nothing_applied") else fault.undo(platform)
             ledger.update(record["id"], state="failed", error=str(e).splitlines()[0] if str(e) else repr(e),
                           undone_at=time.time(), undo_result=undone, **partial)
-        except Exception as cleanup_error:  # leave it open: heal will retry
+            remove_reaper_files(ledger.home, record["id"])  # nothing is left in place: the record says why
+        except Exception as cleanup_error:  # leave it open (and the reaper's files): heal will retry
             ledger.update(record["id"], error=f"{e}; cleanup failed: {cleanup_error}", **partial)
             if not isinstance(e, Exception):
                 raise
@@ -126,7 +144,18 @@ def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = 
     if reason != "expired" and reaper and procs.is_running(reaper):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(reaper["pid"], signal.SIGTERM)
+    # closed: the reaper's copy is no longer needed; its log only if it never had to retry a failed undo
+    remove_reaper_files(ledger.home, fault_id, keep_log=_log_mentions_a_failure(ledger.home, fault_id))
     return record
+
+
+def _log_mentions_a_failure(home: str, fault_id: str) -> bool:
+    try:
+        with open(log_path(home, fault_id), errors="replace") as handle:
+            text = handle.read()
+        return any(word in text for word in ("failed", "unreadable", "no record"))
+    except FileNotFoundError:
+        return False
 
 
 def undo_open(ledger: Ledger, predicate: Callable[[Dict[str, Any]], bool] = lambda r: True) -> Dict[str, Any]:

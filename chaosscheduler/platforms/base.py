@@ -50,7 +50,9 @@ class Platform(abc.ABC):
 
     @abc.abstractmethod
     def signal(self, node: str, sig: signal.Signals) -> Dict[str, Any]:
-        """Send ``sig`` to the node's process; ``{"delivered": bool, "pid": ...}``; fatal signals wait for exit."""
+        """Send ``sig`` to the node's process; ``{"delivered": bool, "pid": ...}``. Fatal signals wait for the
+        process to be gone; SIGSTOP and SIGCONT wait (with a deadline) for it to be stopped / running again and add
+        ``"stopped": bool`` where the platform can see the process state."""
 
     @abc.abstractmethod
     def restart(self, node: str) -> Dict[str, Any]: ...

@@ -180,18 +180,30 @@ class HostsPlatform(Platform):
         result = host.run(["kill", "-s", _signal.Signals(sig).name[3:], str(pid)], check=False, timeout=15)
         if result.returncode != 0:
             return {"delivered": False, "pid": pid, "error": result.stderr.strip()[:200]}
+        info = {"delivered": True, "pid": pid, "host": self.node(node)["host"]}
         if sig in _FATAL:
             deadline = time.monotonic() + 10
             while self._alive(host, pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-        return {"delivered": True, "pid": pid, "host": self.node(node)["host"]}
+        elif sig in (_signal.SIGSTOP, _signal.SIGCONT):  # wait for the state to show it, as for a kill
+            deadline = time.monotonic() + 10
+            while (self._state(host, pid) == "T") != (sig == _signal.SIGSTOP) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            info["stopped"] = self._state(host, pid) == "T"
+        return info
 
     @staticmethod
-    def _alive(host: SSHHost, pid: int) -> bool:
-        """Whether ``pid`` runs on ``host``; a zombie (dead, not yet reaped by its parent) counts as gone."""
+    def _state(host: SSHHost, pid: int) -> str:
+        """The first letter of ``pid``'s state on ``host`` (``ps -o stat=``: "R", "S", "T" stopped, "Z", ...; a
+        traced stop "t" reads as "T"), or "" when there is no such process."""
         result = host.run(["ps", "-o", "stat=", "-p", str(pid)], check=False, timeout=15, privileged=False)
-        state = result.stdout.strip()
-        return result.returncode == 0 and bool(state) and not state.startswith(("Z", "X"))
+        state = result.stdout.strip()[:1] if result.returncode == 0 else ""
+        return "T" if state == "t" else state
+
+    @classmethod
+    def _alive(cls, host: SSHHost, pid: int) -> bool:
+        """Whether ``pid`` runs on ``host``; a zombie (dead, not yet reaped by its parent) counts as gone."""
+        return cls._state(host, pid) not in ("", "Z", "X")
 
     def restart(self, node: str) -> Dict[str, Any]:
         p, host, n = self._process(node), self.host(node), self.node(node)

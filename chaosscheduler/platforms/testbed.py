@@ -105,8 +105,11 @@ class TestbedPlatform(Platform):
 
     def signal(self, node: str, sig: signal.Signals) -> Dict[str, Any]:
         record = self.tb.process(node) or {}
-        delivered = procs.terminate(record, sig) if procs.is_running(record) else False
-        return {"delivered": delivered, "pid": record.get("pid")}
+        delivered = procs.terminate(record, sig, wait=procs.STOP_WAIT) if procs.is_running(record) else False
+        info = {"delivered": delivered, "pid": record.get("pid")}
+        if delivered and sig in (signal.SIGSTOP, signal.SIGCONT):
+            info["stopped"] = procs.is_stopped(record)
+        return info
 
     def restart(self, node: str) -> Dict[str, Any]:
         return self.tb.restart_node(node)

@@ -375,7 +375,8 @@ def _log_tails(state_dir: str, names: List[str]) -> str:
     return "Last log lines: " + " | ".join(tails) if tails else ""
 
 
-def _teardown(state_dir: str, record: Dict[str, Any], extra_namespaces: Optional[List[str]] = None) -> None:
+def _teardown(state_dir: str, record: Dict[str, Any], extra_namespaces: Optional[List[str]] = None) -> int:
+    """Kill the cluster's processes and delete its namespaces; return how many processes were killed."""
     namespaces = list(record.get("namespaces", [])) + list(extra_namespaces or [])
     victims = [p for p in record.get("processes", {}).values() if procs.is_running(p)]
     victims += [procs.ProcessRecord.of(pid) for pid in procs.pids_with_marker(state_dir)]
@@ -391,13 +392,20 @@ def _teardown(state_dir: str, record: Dict[str, Any], extra_namespaces: Optional
     while any(procs.is_running(v) for v in victims) and time.monotonic() < deadline:
         time.sleep(0.01)
     network.delete(namespaces)
+    return len({v["pid"] for v in victims})
 
 
 def down(state_dir: str, force: bool = False, keep_state: bool = False) -> Dict[str, Any]:
     """Remove every process, namespace (with its veths and bridge) and the state directory of the cluster at
     ``state_dir``. Idempotent. With ``force``, an unreadable ``cluster.json`` is not an error: namespaces named
-    ``cs-<name>-*`` and processes carrying this cluster's marker are removed."""
+    ``cs-<name>-*`` and processes carrying this cluster's marker are removed. The result says what was found:
+    ``existed`` (a state directory was there), ``namespaces_removed``, ``processes_killed``."""
     name = os.path.basename(state_dir.rstrip("/"))
+    existed = os.path.isdir(state_dir)
+    if not existed and not procs.pids_with_marker(state_dir) and \
+            not any(n.startswith(f"cs-{name}-") for n in network.existing_namespaces()):
+        # nothing of it anywhere: say so, and leave no lock file behind for a cluster that never was
+        return {"cluster": name, "namespaces_removed": [], "existed": False, "processes_killed": 0}
     with state.lock(state_dir):
         try:
             record = state.load(state_dir) if state.exists(state_dir) else {}
@@ -409,11 +417,11 @@ def down(state_dir: str, force: bool = False, keep_state: bool = False) -> Dict[
         if force or not record:
             extra = [n for n in network.existing_namespaces() if n.startswith(f"cs-{name}-")]
         before = set(network.existing_namespaces())
-        _teardown(state_dir, record, extra)
+        killed = _teardown(state_dir, record, extra)
         removed = sorted(before - set(network.existing_namespaces()))
         if not keep_state:
             shutil.rmtree(state_dir, ignore_errors=True)
-    return {"cluster": name, "namespaces_removed": removed}
+    return {"cluster": name, "namespaces_removed": removed, "existed": existed, "processes_killed": killed}
 
 
 @contextlib.contextmanager

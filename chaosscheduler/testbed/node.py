@@ -142,14 +142,23 @@ class NodeRuntime:
         return [n for n in self.nodes.values() if n.role == role]
 
     def etcd_client(self, timeout: float = 1.0, own_connection: bool = False):
-        """A client of the cluster's etcd; ``own_connection`` gives it TCP connections no other client shares
-        (gRPC pools them per process otherwise)."""
-        import pyetcd  # imported here: the CLI and the probes never need grpc
+        """A client of the cluster's etcd (the one place that chooses it: see :func:`etcd_client_kind`);
+        ``own_connection`` gives it TCP connections no other client shares."""
+        members = [(n.address, n.port) for n in self.by_role("etcd")]
+        if etcd_client_kind() == "grpc":
+            try:
+                import pyetcd  # optional: only for the comparison in docs/testbed.md
+            except ImportError:
+                raise SystemExit("CHAOSSCHEDULER_ETCD_CLIENT=grpc needs etcd-sdk-python, protobuf and grpcio: "
+                                 "pip install 'chaosscheduler[etcd-grpc]'") from None
 
-        opts = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
-        endpoints = [pyetcd.Endpoint(n.address, n.port, secure=False, time_retry=1, opts=opts)
-                     for n in self.by_role("etcd")]
-        return pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=timeout, failover=True)
+            # gRPC pools connections per process unless told otherwise
+            opts = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
+            endpoints = [pyetcd.Endpoint(a, p, secure=False, time_retry=1, opts=opts) for a, p in members]
+            return pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=timeout, failover=True)
+        from .etcd_http import EtcdHTTPClient  # every client has its own sessions, so its own connections
+
+        return EtcdHTTPClient(members, timeout=timeout)
 
     def serve(self, routes: Dict[Tuple[str, str], Route]) -> None:
         handler = type("Handler", (_Handler,), {"routes": routes})
@@ -177,6 +186,19 @@ class NodeRuntime:
             os.unlink(self.node.socket)
         self.events.emit("node_stopped", role=self.node.role)
         self.events.close()
+
+
+ETCD_CLIENTS = ("http", "grpc")
+
+
+def etcd_client_kind() -> str:
+    """Which etcd client the nodes use: ``CHAOSSCHEDULER_ETCD_CLIENT`` = "http" (etcd's JSON gateway through
+    requests, the default) or "grpc" (etcd-sdk-python, not installed by default; kept for the comparison in
+    docs/testbed.md, "Which etcd client")."""
+    kind = os.environ.get("CHAOSSCHEDULER_ETCD_CLIENT", "http") or "http"
+    if kind not in ETCD_CLIENTS:
+        raise SystemExit(f"CHAOSSCHEDULER_ETCD_CLIENT must be one of {', '.join(ETCD_CLIENTS)}, got {kind!r}")
+    return kind
 
 
 def main_args(description: str) -> argparse.Namespace:

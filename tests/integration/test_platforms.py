@@ -258,10 +258,24 @@ def test_the_metrics_forms_agree_with_the_records(lab):
     stall_metrics = probes.scheduling_interruption(window=300, configuration=hosts)
     stall_records = probes.scheduling_interruption(window=300, configuration=records)
     FIGURES.setdefault("interruption_metrics", []).append(round(stall_metrics - stall_records, 3))
-    assert abs(stall_metrics - stall_records) <= 1.0 + MARGIN + 0.5
+    assert abs(stall_metrics - stall_records) <= 1.0 + MARGIN + 0.5, _stall_evidence(lab, stall_metrics, stall_records)
     assert probes.task_execution_success_rate(window=30, settle=20, configuration=hosts) == 1.0
     accuracy = probes.heartbeat_detection_accuracy(window=5, configuration=hosts)
     assert accuracy == 1.0
+
+
+def _stall_evidence(lab: Dict[str, Any], metrics: float, records: float) -> str:
+    """What a failed comparison needs to be explained (Debian 13 once showed 4.76 s, not reproduced since): the
+    load generator's slow or failed submissions (work the records count as waiting, which no metric shows while
+    nothing was accepted), and the leader changes, over the probes' window."""
+    tb: Testbed = lab["tb"]
+    since = time.time() - 300
+    slow = [(round(s["at"] - since, 2), round(s["latency"], 2), s["outcome"], s.get("errors"))
+            for s in tb.submissions(since) if s["latency"] > 1.0 or s["outcome"] != "accepted"]
+    leaders = [(round(e["ts"] - since, 2), e["node"], e["event"]) for e in tb.events()
+               if e["ts"] >= since and e["event"] in ("leader_acquired", "leader_lost", "node_stopped")]
+    return (f"stall from metrics {metrics} s, from records {records} s; submissions slower than 1 s or not accepted "
+            f"(s into the window, latency, outcome, errors): {slow}; leadership: {leaders}")
 
 
 # ---------------------------------------------------------------------------------------------------- non-root

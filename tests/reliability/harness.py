@@ -13,7 +13,7 @@ is produced by the same code the CI subset runs. One *cell* is (experiment, sign
 3. it waits for the phase — a line of the chaos log, or the ledger showing an active fault — and sends the signal;
 4. it follows every fault of the run until the fault is physically gone (polling the hosts every 10 ms), at once
    or at its deadline (the overshoot is measured), runs ``chaosscheduler heal``, and checks the baseline: no open
-   fault, no table of ours, every node running, the sentinels byte-for-byte identical;
+   fault, no table of ours, every node running, the sentinels byte-for-byte identical (packet and byte counters aside);
 5. it removes the cluster by its own record (after SIGKILL the run's control never ran its cleanup, so the cluster
    it started is still up: the harness is what removes it), and the root sentinels by name.
 
@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -136,9 +137,23 @@ def _without_comments(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("#"))  # iptables-save's dates
 
 
+_IPT_CHAIN_COUNTERS = re.compile(r"^(:\S+ \S+ )\[\d+:\d+\]$", re.M)  # ":INPUT ACCEPT [293:30155]"
+_IPT_RULE_COUNTERS = re.compile(r"^\[\d+:\d+\] ", re.M)               # "[12:720] -A INPUT ..." (iptables-save -c)
+_NFT_COUNTERS = re.compile(r"\bcounter packets \d+ bytes \d+")          # nft list ruleset
+
+
+def without_counters(text: str) -> str:
+    """Firewall listings with every packet/byte counter zeroed, and nothing else changed: traffic moves counters
+    (iptables 1.8.11 of Debian 13 prints real ones on chain policies, ``:INPUT ACCEPT [293:30155]``), while the
+    operator's rules are the same rules."""
+    text = _IPT_CHAIN_COUNTERS.sub(r"\1[0:0]", text)
+    text = _IPT_RULE_COUNTERS.sub("[0:0] ", text)
+    return _NFT_COUNTERS.sub("counter packets 0 bytes 0", text)
+
+
 class Sentinels:
-    """The operator's own rules: installed before a test, compared byte for byte after every heal, rollback and
-    self-expiry. In a cluster namespace the whole firewall state is compared (only ours may differ); in the root
+    """The operator's own rules: installed before a test, compared byte for byte (packet and byte counters aside:
+    traffic moves them) after every heal, rollback and self-expiry. In a cluster namespace the whole firewall state is compared (only ours may differ); in the root
     namespace, which other software shares, only the sentinels themselves, by their unique name."""
 
     def __init__(self) -> None:
@@ -161,9 +176,9 @@ class Sentinels:
         self.root_before = self.snapshot_root()
 
     def snapshot_root(self) -> Dict[str, str]:
-        saved = sh(["iptables-save", "-t", "filter"]).stdout
+        saved = without_counters(sh(["iptables-save", "-t", "filter"]).stdout)
         return {"iptables": "\n".join(line for line in saved.splitlines() if self.name in line),
-                "nft": sh(["nft", "list", "table", "inet", self.name], check=False).stdout,
+                "nft": without_counters(sh(["nft", "list", "table", "inet", self.name], check=False).stdout),
                 "ipset": sh(["ipset", "list", self.name], check=False).stdout}
 
     def remove_root(self) -> None:
@@ -194,8 +209,8 @@ class Sentinels:
 
     @staticmethod
     def snapshot(netns: str) -> Dict[str, str]:
-        return {"iptables": _without_comments(sh(["iptables-save"], netns).stdout),
-                "nft": _without_our_tables(sh(["nft", "list", "ruleset"], netns).stdout),
+        return {"iptables": without_counters(_without_comments(sh(["iptables-save"], netns).stdout)),
+                "nft": without_counters(_without_our_tables(sh(["nft", "list", "ruleset"], netns).stdout)),
                 "ipset": sh(["ipset", "list"], netns).stdout}
 
     def differences(self, when: str) -> List[str]:
