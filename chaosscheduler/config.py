@@ -101,7 +101,8 @@ def load(configuration: Optional[Dict[str, Any]] = None) -> Settings:
     share = get("max_worker_share", None, None)
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
         raise ConfigurationError(f"chaosscheduler_max_worker_share must be a number in (0, 1], got {share!r}")
-    poll = get("poll_interval", None, 0.01)
+    poll = get("poll_interval", None, None)
+    poll = 0.01 if poll is None else poll  # null: the default
     if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0.001 <= poll <= 10:
         raise ConfigurationError(f"chaosscheduler_poll_interval must be from 0.001 to 10 seconds, got {poll!r}")
     prometheus = config.get("prometheus_base_url") or ""
