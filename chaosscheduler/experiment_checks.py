@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ChaosSchedulerError
 
-__all__ = ["check_experiment", "WAIT_BOUNDS", "margin"]
+__all__ = ["check_experiment", "review", "warnings_of_run", "WAIT_BOUNDS", "margin"]
 logger = logging.getLogger("chaostoolkit")
 
 # probe -> (argument that bounds its wait, fault actions whose effect it waits for, drop faults only)
@@ -34,6 +34,7 @@ WAIT_BOUNDS = {
 LIMITED = {"leader_election_time": "timeout", "worker_failure_detection_time": "timeout",
            "rescheduling_latency": "timeout", "scheduling_interruption": "timeout"}
 FAULT_ACTIONS = ("kill_master", "partition_workers", "isolate_worker")
+_WARNINGS: List[str] = []  # of the experiment checked last in this process, for the journal
 
 
 def margin(bound: float) -> float:
@@ -88,10 +89,24 @@ def _heartbeat_timeout(configuration: Dict[str, Any]) -> Tuple[Optional[float], 
     return None, ""
 
 
-def check_experiment(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Check the timings of ``experiment`` under ``configuration`` (the loaded configuration, var files applied).
-    Returns ``{"warnings": [...], "faults": [...], "bounds": [...]}``; raises ChaosSchedulerError naming the
-    activities and the variables to change when a fault would end before a probe stops waiting for its effect."""
+def check_experiment(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] = None) -> None:
+    """Check the timings of ``experiment`` under ``configuration`` (the loaded configuration, var files applied), as
+    the control does when the experiment loads: raises ChaosSchedulerError naming the activities and the variables
+    to change when a fault would end before a probe stops waiting for its effect; logs the warnings (a run that
+    cannot fail) and keeps them for the journal (:func:`warnings_of_run`). Returns None."""
+    found = review(experiment, configuration)
+    _WARNINGS[:] = found["warnings"]
+    for warning in found["warnings"]:
+        logger.warning("chaosscheduler: %s", warning)
+
+
+def warnings_of_run() -> List[str]:
+    return list(_WARNINGS)
+
+
+def review(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """What :func:`check_experiment` checks, as data: ``{"warnings": [...], "faults": [...], "bounds": [...]}``;
+    raises ChaosSchedulerError on the errors."""
     from chaoslib import substitute
 
     configuration = dict(configuration or {})
@@ -165,6 +180,4 @@ def check_experiment(experiment: Dict[str, Any], configuration: Optional[Dict[st
                             f"{timeout:g} s to test it)")
     if errors:
         raise ChaosSchedulerError("experiment timings: " + "; ".join(errors))
-    for warning in warnings:
-        logger.warning("chaosscheduler: %s", warning)
     return {"warnings": warnings, "faults": faults, "bounds": bounds}

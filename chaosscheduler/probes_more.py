@@ -167,7 +167,8 @@ def _heartbeat_interval(ctx: Context, given: float) -> float:
 
 @boundary
 def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heartbeat_interval: float = 0.0,
-                                 configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
+                                 heartbeat_timeout: float = 0.0, configuration: Configuration = None,
+                                 secrets: Secrets = None) -> Dict[str, Any]:
     """How rarely the platform wrongly declared a live worker dead while the network was split or degraded: from the
     start of this run's first partition_workers fault (or another provider's action) to ``grace`` seconds after the
     last one ended. A declaration is wrong when the worker was not cut off from the registry (loss, latency or a
@@ -175,7 +176,9 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
     (``heartbeat_interval``, 0 = the platform's own when known: the embedded cluster's keep-alive interval); a
     worker wrongly declared dead fails every period from the declaration until it is back (or the window ends).
     A ratio with n and one-sided 95 % bounds. Before the method: not applicable; without the control and without a
-    fault: the last ``window`` seconds."""
+    fault: the last ``window`` seconds. When every drop split of the run was shorter than the platform's heartbeat
+    timeout (``heartbeat_timeout``, 0 or null = the platform's own when known), the measurement says that the split
+    could not have made the platform declare a worker dead (``split_too_short``)."""
     name = "heartbeat_detection_accuracy"
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
@@ -202,6 +205,7 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
             excused |= set(other["targets"])
     details = {"window": [round(start, 3), round(end, 3)], "unit": "ratio", "heartbeat_interval": interval,
                "excused": sorted(excused), "phase": where}
+    details.update(_split_check(ctx, heartbeat_timeout))
     periods = max(1, int((end - start) // interval))
     forms = forms_of(ctx)
     if forms is not None:
@@ -222,6 +226,25 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
     n = len(judged) * periods
     return _done(name, ratio(n - min(n, failed), n, "the platform's declarations", interval,
                              wrongly_declared=wrong, workers_judged=len(judged), **details))
+
+
+def _split_check(ctx: Context, heartbeat_timeout: Any) -> Dict[str, Any]:
+    """Whether the run's drop splits lasted long enough for the platform to declare a split worker dead at all."""
+    timeout = number("heartbeat_timeout", heartbeat_timeout or 0, 0, 86400)
+    tb = getattr(ctx.platform, "tb", None)
+    if not timeout and tb is not None:
+        timeout = float(tb.spec.heartbeat_ttl)
+    splits = [(f.get("undone_at") or time.time()) - f["started_at"] for f in ctx.ledger.all()
+              if f.get("run_id") == ctx.run_id and f.get("action") == "partition_workers" and f.get("mode") == "drop"
+              and f.get("started_at")]
+    if not splits or not timeout:
+        return {}
+    longest = max(splits)
+    if longest >= timeout:
+        return {"longest_split": round(longest, 3), "heartbeat_timeout": timeout}
+    return {"longest_split": round(longest, 3), "heartbeat_timeout": timeout, "split_too_short": True,
+            "warning": f"the longest split lasted {longest:.1f} s, shorter than the {timeout:g} s heartbeat timeout: "
+                       f"the platform could not have declared a split worker dead, so the split could not fail"}
 
 
 @boundary

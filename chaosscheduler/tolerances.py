@@ -25,8 +25,10 @@ from chaoslib.types import Configuration, Secrets
 from .errors import ChaosSchedulerError
 from .measurements import needed_n
 
-__all__ = ["at_most", "at_least", "consistent", "judge", "check_experiment", "JUDGES"]
+__all__ = ["at_most", "at_least", "consistent", "judge", "check_experiment", "journal_section", "fingerprint",
+           "JUDGES"]
 logger = logging.getLogger("chaostoolkit")
+_JUDGMENTS: List[Dict[str, Any]] = []
 
 
 def _number(name: str, value: Any) -> float:
@@ -105,6 +107,8 @@ def _judge_consistent(m: Dict[str, Any], min_tasks: float) -> Tuple[bool, str]:
         kinds = ", ".join(f"{k} {len(m[k]) if isinstance(m[k], list) else m[k]}" for k in
                           ("lost", "duplicated", "run_twice", "unexpected") if m.get(k))
         return False, f"{anomalies} of {n} accepted tasks not run exactly once ({kinds}; {m.get('source', '?')})"
+    if m.get("phase") == "before-method":  # the run is young: no anomaly so far is all the steady state asks
+        return True, f"no anomaly among the {n} accepted tasks so far ({m.get('source', '?')})"
     if n is None or n < min_tasks:
         return False, f"undecidable: only {n} accepted tasks judged, {min_tasks:g} needed"
     return True, f"all {n} accepted tasks ran exactly once ({m.get('source', '?')})"
@@ -125,16 +129,36 @@ def judge(func: str, value: Any, argument: Any) -> Dict[str, Any]:
     return {"met": bool(met), "reason": reason}
 
 
-def _log(func: str, result: Dict[str, Any]) -> bool:
+def fingerprint(output: Any) -> str:
+    """A short digest of a probe output, to match a judgment to its journal entry."""
+    import hashlib
+    import json
+
+    text = json.dumps(output, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _log(func: str, value: Any, argument: Any, result: Dict[str, Any]) -> bool:
     (logger.info if result["met"] else logger.warning)("tolerance %s: %s", func, result["reason"])
+    _JUDGMENTS.append({"func": func, "argument": argument, "met": result["met"], "reason": result["reason"],
+                       "output": fingerprint(value)})
+    del _JUDGMENTS[:-500]
     return result["met"]
+
+
+def journal_section() -> Dict[str, Any]:
+    """What the control stores in the journal under ``"chaosscheduler"."verdicts"``: every judgment of this process
+    (tolerance, threshold as substituted, met, reason, the output's fingerprint) and the experiment's warnings."""
+    from .experiment_checks import warnings_of_run
+
+    return {"judgments": list(_JUDGMENTS), "warnings": warnings_of_run()}
 
 
 def at_most(value: Any = None, limit: float = 0.0, configuration: Configuration = None,
             secrets: Secrets = None) -> bool:
     """Met when the measurement is not applicable, or decided, not still going on, and ``value <= limit``. A
     measurement still going on when its probe stopped waiting, or undecided (no fault, no evidence), fails."""
-    return _log("at_most", judge("at_most", value, limit))
+    return _log("at_most", value, limit, judge("at_most", value, limit))
 
 
 def at_least(value: Any = None, threshold: float = 0.0, configuration: Configuration = None,
@@ -142,14 +166,14 @@ def at_least(value: Any = None, threshold: float = 0.0, configuration: Configura
     """Met when the measurement is not applicable, or its one-sided 95 % lower bound is at least ``threshold`` (a
     value without bounds: the value itself). When n is too small for the bound to reach the threshold, fails with
     the n needed (no failure among n: Wilson lower bound n / (n + 2.706))."""
-    return _log("at_least", judge("at_least", value, threshold))
+    return _log("at_least", value, threshold, judge("at_least", value, threshold))
 
 
 def consistent(value: Any = None, min_tasks: float = 1, configuration: Configuration = None,
                secrets: Secrets = None) -> bool:
     """Met when the measurement is not applicable, or no accepted task was lost, run twice or duplicated and at least
     ``min_tasks`` accepted tasks were judged."""
-    return _log("consistent", judge("consistent", value, min_tasks))
+    return _log("consistent", value, min_tasks, judge("consistent", value, min_tasks))
 
 
 from .experiment_checks import check_experiment  # noqa: E402  (kept apart: it reads whole experiments)

@@ -76,6 +76,11 @@ class ClusterSpec:
     home: str = ""                  # state home; "" = default_home()
     sshd: bool = False              # an sshd in every node's namespace (the cluster as remote hosts; netns only)
     prometheus: bool = False        # a Prometheus scraping every node, in the switch namespace (netns only)
+    # broken knobs of the verdict work: a new leader that assigns nothing for this many seconds after winning a
+    # failover (not the first election); a split brain: leaders never step down, write without the fence and
+    # schedule every pending task they find in etcd (a zombie leader after a pause acts beside the new one)
+    stall_after_election: float = 0.0
+    split_brain: bool = False
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> "ClusterSpec":
@@ -109,6 +114,8 @@ class ClusterSpec:
         if self.network not in NETWORK_MODES:
             raise ConfigurationError(f"testbed setting 'network' must be one of {', '.join(NETWORK_MODES)}, "
                                      f"got {self.network!r}")
+        _float("stall_after_election", self.stall_after_election, 0.0, 3600.0)
+        _bool("split_brain", self.split_brain)
         _bool("sshd", self.sshd)
         _bool("prometheus", self.prometheus)
         if (self.sshd or self.prometheus) and self.network == "loopback":
