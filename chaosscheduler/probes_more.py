@@ -31,24 +31,27 @@ def _done(name: str, measured: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @boundary
-def scheduling_interruption(timeout: float = 30.0, fault_id: str = "", configuration: Configuration = None,
-                            secrets: Secrets = None) -> Dict[str, Any]:
+def scheduling_interruption(timeout: float = 30.0, fault_id: str = "", window: float = 120.0,
+                            configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
     """The longest time, from this run's latest fault (or ``fault_id``, or another provider's action) on, during
     which work was waiting and nothing started (witness: our tasks' own start records; records: assignments): how
     long scheduling stopped, e.g. while there was no leader, or while a new leader assigned nothing. A stall still
     going on when the probe runs is waited for, until ``timeout`` seconds after the fault; still stalled then:
-    ``ongoing`` (fails), never a short value. No work waiting after the fault: undecided (nothing shown)."""
+    ``ongoing`` (fails), never a short value. No work waiting after the fault: undecided (nothing shown). Without
+    the control and without a fault: the longest stall of the last ``window`` seconds."""
     name = "scheduling_interruption"
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
+    window = number("window", window, 0, 86400, low_open=True)
     fault, early = timed_fault(ctx, name, "s", FAULT_ACTIONS, fault_id)
-    if early:
+    if early and not (early.get("no_fault") and phase() is None):
         return _done(name, early)
-    recalled = recall(fault, name)
-    if recalled is not None:
-        return recalled
-    t0 = fault["started_at"]
-    details = {"fault": fault_summary(fault), "phase": phase(), "bound": timeout}
+    if fault is not None:
+        recalled = recall(fault, name)
+        if recalled is not None:
+            return recalled
+    t0 = fault["started_at"] if fault is not None else time.time() - window
+    details = {"fault": fault_summary(fault) if fault else None, "phase": phase(), "bound": timeout}
     witnessed = evidence.stall(ctx, t0, timeout)
     if witnessed is not None:
         measured = dict(witnessed, **details)
@@ -56,7 +59,7 @@ def scheduling_interruption(timeout: float = 30.0, fault_id: str = "", configura
         measured = _forms_stall(ctx, t0, timeout, details)
     else:
         measured = _records_stall(ctx, t0, timeout, details)
-    if measured.get("decided") and not measured.get("ongoing"):
+    if fault is not None and measured.get("decided") and not measured.get("ongoing"):
         remember(ctx, fault, name, measured)
     return _done(name, measured)
 
@@ -131,6 +134,7 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_afte
         measured = ratio(max(0, found["accepted"] - bad), found["accepted"], "metrics (counts, not identities)",
                          found["resolution"], anomalies=bad, lost=found["lost"], duplicated=found["duplicated"],
                          accepted=found["accepted"], **details)
+        measured["ratio"] = measured["value"]
         return _done(name, forms_fresh(forms, measured, time.time() - (window or 600), time.time()))
     cutoff = time.time()  # judge the tasks accepted so far; later ones are not waited for
     since = cutoff - window if window else 0.0
@@ -150,9 +154,10 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_afte
         time.sleep(max(ctx.settings.poll_interval, 0.1))
     judged = ["lost", "duplicated", "run_twice"] + ([] if allow_rerun_after_loss else ["reexecuted_after_loss"])
     bad = set().union(*(found[k] for k in judged))
-    measured = ratio(len(ids) - len(bad), len(ids), "the platform's task records", None, anomalies=len(bad),
+    measured = ratio(len(ids) - len(bad), len(ids), "the platform's task records", 0.001, anomalies=len(bad),
                      accepted=len(ids), **{k: v[:100] for k, v in found.items()},
                      reason="" if ids else "no task was accepted: is there any load?", **details)
+    measured["ratio"] = measured["value"]  # the name older experiments' range tolerances target
     return _done(name, measured)
 
 

@@ -121,7 +121,7 @@ def test_kill_master_deletes_the_leader_pod_with_grace_zero_and_the_lease_times_
     delete = [r for r in fake.requests if r["method"] == "DELETE"][0]
     assert delete["query"].get("gracePeriodSeconds") == ["0"]
 
-    elapsed = probes.leader_election_time(timeout=10, configuration=cfg, secrets=sec)
+    elapsed = probes.leader_election_time(timeout=10, configuration=cfg, secrets=sec)["value"]
     election = fake.elections[0]
     assert election["lost"] == leader and election["leader"] != leader
     truth = election["at"] - record["started_at"]
