@@ -116,10 +116,10 @@ def consistency(ctx: Context, settle: float, allow_rerun_after_loss: bool) -> Op
     after a loss reported apart (an anomaly only when ``allow_rerun_after_loss`` is false)."""
     if history(ctx) is None:
         return None
-    started = time.time()
+    started = time.time()  # the tasks invoked so far are judged; later ones are not waited for
 
     def judged(h: Any, last: bool) -> Optional[Dict[str, Any]]:
-        found = _checker().check(h, settle=settle, faults=_faults(ctx))
+        found = _checker().check(h, settle=settle, faults=_faults(ctx), window=(0.0, started))
         return found if last or not found["unsettled"] else None
 
     _, found = _poll(ctx, started + settle + 1.0, judged)
