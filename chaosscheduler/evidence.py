@@ -115,10 +115,35 @@ def task_success(ctx: Context, start: float, end: float, settle: float) -> Optio
                  reason="" if n else "no witness task accepted in the window could be judged")
 
 
-def consistency(ctx: Context, settle: float, allow_rerun_after_loss: bool) -> Optional[Dict[str, Any]]:
+def _unreported(h: Any, twice: List[Dict[str, Any]], faults: List[Dict[str, Any]],
+                grace: float) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Split the checker's "executed twice" into (still duplicates, re-executed after a loss): a first execution
+    that ended less than ``grace`` seconds before a fault cut its node off may never have been reported to the
+    platform, which then rightly ran the task again (at least once) — the loss is the completion report's."""
+    runs = _checker().executions(h.executions)
+    keep, lost = [], []
+    for entry in twice:
+        first_node, first_start = entry["nodes"][0], entry["at"][0]
+        first = next((r for r in runs.get(entry["task"], []) if r["node"] == first_node
+                      and r["start"] == first_start), None)
+        ended = first and first.get("end")
+        cut = [f["started_at"] for f in faults if first_node in (f.get("targets") or [])
+               and ended is not None and 0 <= f["started_at"] - ended <= grace]
+        if cut:
+            lost.append({"task": entry["task"], "from": first_node, "to": entry["nodes"][1], "lost_at": min(cut),
+                         "ended_before_cut": round(min(cut) - ended, 3), "why": "completion report cut off"})
+        else:
+            keep.append(entry)
+    return keep, lost
+
+
+def consistency(ctx: Context, settle: float, allow_rerun_after_loss: bool,
+                report_grace: float = 5.0) -> Optional[Dict[str, Any]]:
     """Every accepted witness task of the run: lost, duplicated (recorded twice, run on two hosts at once, run again
     after a complete undisturbed run), unexpected, completed without evidence, forgotten by the platform; run again
-    after a loss reported apart (an anomaly only when ``allow_rerun_after_loss`` is false)."""
+    after a loss reported apart (an anomaly only when ``allow_rerun_after_loss`` is false). A task that finished
+    less than ``report_grace`` seconds before its worker was cut off, and ran again, was re-executed after the loss
+    of its completion report (see :func:`_unreported`)."""
     if history(ctx) is None:
         return None
     started = time.time()  # the tasks invoked so far are judged; later ones are not waited for
@@ -127,15 +152,19 @@ def consistency(ctx: Context, settle: float, allow_rerun_after_loss: bool) -> Op
         found = _checker().check(h, settle=settle, faults=_faults(ctx), window=(0.0, started))
         return found if last or not found["unsettled"] else None
 
-    _, found = _poll(ctx, started + settle + 1.0, judged)
-    rerun = [r["task"] for r in found["reexecuted_after_loss"]]
-    kinds = {"lost": found["lost"], "duplicated": found["duplicated_ids"], "unexpected": found["unexpected"],
+    h, found = _poll(ctx, started + settle + 1.0, judged)
+    twice, unreported = _unreported(h, found["duplicated"]["executed_twice"], _faults(ctx), report_grace)
+    explained = {u["task"] for u in unreported}
+    duplicated = sorted(set(found["duplicated"]["recorded_twice"]) | {d["task"] for d in twice}
+                        | {d["task"] for d in found["duplicated"]["concurrent"]})
+    rerun = [r["task"] for r in found["reexecuted_after_loss"]] + sorted(explained)
+    kinds = {"lost": found["lost"], "duplicated": duplicated, "unexpected": found["unexpected"],
              "completed_without_evidence": found["completed_without_evidence"], "forgotten": found["forgotten"]}
     bad = set().union(*kinds.values()) | (set() if allow_rerun_after_loss else set(rerun))
     n = found["counts"]["judged"]
     out = ratio(max(0, n - len(bad - set(found["unexpected"]))), n, SOURCE, "each task's own execution records",
                 anomalies=len(bad), accepted=n, reexecuted_after_loss=rerun[:100],
-                run_twice=[d["task"] for d in found["duplicated"]["executed_twice"]][:100],
+                run_twice=[d["task"] for d in twice][:100], unreported_then_rerun=unreported[:20],
                 concurrent=found["duplicated"]["concurrent"][:20], unsettled=found["unsettled"][:100],
                 reason="" if n else "no witness task could be judged yet",
                 **{k: v[:100] for k, v in kinds.items()})

@@ -110,21 +110,25 @@ def _forms_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, Any
 
 @boundary
 def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_after_loss: bool = True,
-                     configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
+                     report_grace: float = 5.0, configuration: Configuration = None,
+                     secrets: Secrets = None) -> Dict[str, Any]:
     """Whether every accepted task ran to completion exactly once. Witness (first): our tasks, judged by their own
     execution records; else the platform's records (``window`` seconds back, 0 = all) or its metrics. Waits up to
     ``settle`` seconds for accepted tasks to finish. A ratio (tasks run exactly once over tasks accepted, with n and
     bounds) with the anomalies by task id: ``lost`` (accepted, never completed), ``duplicated`` (completed more than
     once), ``run_twice`` (run again without any loss, e.g. by two leaders), and, reported apart,
     ``reexecuted_after_loss`` (run again after its worker was lost: the scheduler's right; counted as an anomaly
-    when ``allow_rerun_after_loss`` is false). Judge it with the ``consistent`` tolerance."""
+    when ``allow_rerun_after_loss`` is false). A task that finished less than ``report_grace`` seconds before its
+    worker was cut off may never have been reported: running it again is counted as a re-execution after a loss.
+    Judge it with the ``consistent`` tolerance."""
     name = "data_consistency"
     ctx = Context(configuration)
     window = number("window", window, 0, 86400)
     settle = number("settle", settle, 0, 3600)
     flag("allow_rerun_after_loss", allow_rerun_after_loss)
+    report_grace = number("report_grace", report_grace, 0, 3600)
     details = {"phase": phase()}
-    witnessed = evidence.consistency(ctx, settle, allow_rerun_after_loss)
+    witnessed = evidence.consistency(ctx, settle, allow_rerun_after_loss, report_grace)
     if witnessed is not None:
         return _done(name, dict(witnessed, **details))
     forms = forms_of(ctx)
