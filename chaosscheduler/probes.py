@@ -101,7 +101,8 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
     if observed and fault.get("ended_at"):
         resolution = f"the fault's action took {fault['ended_at'] - t0:.3f} s; the kill happened inside it"
     measured = measurement(value, "s", source, resolution, new_leader=info["leader"], killed=killed,
-                           observed_after=round(observed_after, 6), fault=fault_summary(fault), phase=phase())
+                           observed_after=round(observed_after, 6), fault=fault_summary(fault), phase=phase(),
+                           poll_interval=ctx.settings.poll_interval, bound=timeout)
     remember(ctx, fault, name, measured)
     return _done(name, measured)
 
@@ -152,7 +153,7 @@ def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", con
         if (targets and set(seen) >= targets) or (not targets and seen):
             measured = measurement(max(seen.values()), "s", "the platform's declarations", ctx.settings.poll_interval,
                                    per_worker={k: round(v, 6) for k, v in seen.items()}, fault=fault_summary(fault),
-                                   phase=phase())
+                                   phase=phase(), bound=timeout)
             break
         if deadline.expired():
             missing = sorted(targets - set(seen)) or ["any worker"]
