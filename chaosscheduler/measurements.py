@@ -121,11 +121,12 @@ def _ledger_faults(ctx: Context, actions: Sequence[str]) -> List[Dict[str, Any]]
 
 def find_fault(ctx: Context, actions: Sequence[str], fault_id: str = "",
                accept: Callable[[Dict[str, Any]], bool] = lambda f: True,
-               observed: Optional[List[Dict[str, Any]]] = None) -> Tuple[Optional[Dict[str, Any]], str]:
+               observed: Optional[List[Dict[str, Any]]] = None, probe: str = "") -> Tuple[Optional[Dict[str, Any]], str]:
     """``(fault, "")`` or ``(None, why there is none)``. The fault is, in order: the ledger record ``fault_id``;
-    this run's latest fault of ``actions`` that ``accept`` takes; else the latest observed fault of the run that is
-    not ours (an action of another provider: a ``process`` kill, chaostoolkit-kubernetes, Chaos Mesh...), with its
-    window (``origin`` "observed"). Ours that injected nothing (refused, dry) never count."""
+    this run's latest fault of ``actions`` that ``accept`` takes; else an observed fault of the run that is not ours
+    (an action of another provider: a ``process`` kill, chaostoolkit-kubernetes, Chaos Mesh...), with its window
+    (``origin`` "observed"): the latest one ``probe`` already measured (a probe placed right after the fault in the
+    method ties the figure to it), else the latest. Ours that injected nothing (refused, dry) never count."""
     ctx.platform  # a platform that is not running is an error, not a missing fault
     if not isinstance(fault_id, str):
         raise ChaosSchedulerError(f"argument 'fault_id' must be a fault id string, got {fault_id!r}")
@@ -142,7 +143,8 @@ def find_fault(ctx: Context, actions: Sequence[str], fault_id: str = "",
     seen = observed if observed is not None else observed_faults()
     external = [f for f in seen if not f.get("ours") and f.get("started_at") and f.get("status") != "failed"]
     if external:
-        latest = max(external, key=lambda f: f["started_at"])
+        measured = [f for f in external if probe and probe in _OBSERVED_MEMORY.get(_memory_key(f), {})]
+        latest = max(measured or external, key=lambda f: f["started_at"])
         return dict(latest, origin="observed", action=latest.get("name"), targets=[]), ""
     if ours:
         return None, (f"{ours[-1]['action']} hit {', '.join(ours[-1].get('targets') or ['nothing'])}, which is not "
@@ -161,7 +163,7 @@ def timed_fault(ctx: Context, probe: str, unit: str, actions: Sequence[str], fau
     where = phase()
     if where == "before-method" and not fault_id:
         return None, not_applicable(unit, "before the method: no fault yet, nothing to time", phase=where)
-    fault, why = find_fault(ctx, actions, fault_id, accept)
+    fault, why = find_fault(ctx, actions, fault_id, accept, probe=probe)
     if fault is not None:
         return fault, None
     if where is None:

@@ -143,3 +143,13 @@ def test_timed_fault_before_the_method_does_not_even_look_at_the_ledger(monkeypa
     monkeypatch.setattr(measurements, "phase", lambda: None)  # a probe called on its own measures what it finds
     fault, early = timed_fault(ctx_with([KILL]), "x", "s", ["kill_master"])
     assert fault["id"] == "f1" and early is None
+
+
+def test_an_observed_fault_a_probe_already_measured_keeps_the_figure(monkeypatch):
+    restart = dict(EXTERNAL, name="start-the-killed-master", started_at=125.0, ended_at=126.0)
+    fault, _ = find_fault(ctx_with([]), ["kill_master"], observed=[EXTERNAL, restart], probe="p")
+    assert fault["name"] == "start-the-killed-master"  # nothing measured yet: the latest
+    measurements.remember(None, dict(EXTERNAL, origin="observed"), "p", {"value": 1.5})
+    fault, _ = find_fault(ctx_with([]), ["kill_master"], observed=[EXTERNAL, restart], probe="p")
+    assert fault["name"] == "kill-leader-by-pid"  # the one the method's probe measured right after it
+    assert measurements.recall(fault, "p")["value"] == 1.5
