@@ -51,7 +51,11 @@ def scheduling_interruption(timeout: float = 30.0, fault_id: str = "", window: f
         if recalled is not None:
             return recalled
     t0 = fault["started_at"] if fault is not None else time.time() - window
-    details = {"fault": fault_summary(fault) if fault else None, "phase": phase(), "bound": timeout}
+    span = fault_span(ctx, FAULT_ACTIONS) if fault is not None and not fault_id else None
+    if span is not None:  # from the run's first fault on: a stall after any of its faults counts
+        t0 = min(t0, span[0])
+    details = {"fault": fault_summary(fault) if fault else None, "phase": phase(), "bound": timeout,
+               "from": round(t0, 3)}
     witnessed = evidence.stall(ctx, t0, timeout)
     if witnessed is not None:
         measured = dict(witnessed, **details)
