@@ -216,7 +216,7 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
     for other in ctx.ledger.all():
         if other.get("run_id") == ctx.run_id and other.get("started_at") and cut_from_registry(other):
             excused |= set(other["targets"])
-    details = {"window": [round(start, 3), round(end, 3)], "unit": "ratio", "heartbeat_interval": interval,
+    details = {"window": [round(start, 3), round(end, 3)], "heartbeat_interval": interval,
                "excused": sorted(excused), "phase": where}
     details.update(_split_check(ctx, heartbeat_timeout))
     periods = max(1, int((end - start) // interval))
