@@ -222,6 +222,7 @@ def rescheduling_success_rate(deadline: float = 60.0, fault_id: str = "", config
     where = ", ".join(found["targets"]) or "the lost worker"
     measured = ratio(len(done), len(per_task), found["source"], found["resolution"], fault=fault_summary(fault),
                      targets=found["targets"], not_rescheduled=missing[:100], deadline=deadline, phase=phase(),
+                     finished_at_cut=found.get("finished_at_cut", []),
                      reason="" if per_task else f"no task was running on {where} at the cut: nothing to "
                                                  f"reschedule, nothing shown")
     return _done(name, measured)
