@@ -10,6 +10,10 @@ Resolution: every value inherits the scrape interval (a change is seen by the fi
 taken from range queries evaluated every quarter of the scrape interval, so a time is late by at most one scrape
 interval plus a quarter of it; counts of tasks are exact per scrape but, across targets scraped at different
 moments, tasks in flight (rate x scrape interval) are not told from lost ones. Each result states its resolution.
+
+Freshness: :meth:`MetricsForms.freshness` says how old the samples behind a figure could be (an exporter that blocks
+during a failover leaves a gap); the probes widen the stated resolution by that age, or refuse to decide beyond ten
+scrape intervals (``chaosscheduler.probe_windows.forms_fresh``).
 """
 
 import logging

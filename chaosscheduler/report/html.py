@@ -116,6 +116,32 @@ def _figures(view: Dict[str, Any]) -> str:
             f"<th>from</th></tr>{''.join(rows)}</table>")
 
 
+def _witness(view: Dict[str, Any]) -> str:
+    summary = view.get("witness") or {}
+    if not summary:
+        return ""
+    if summary.get("enabled") is False or summary.get("error"):
+        return (f"<h3>Witness</h3><p class=\"na\">No witness history: "
+                f"{_e(summary.get('error') or 'switched off')}; the figures come from the platform's own account.</p>")
+    counts = summary.get("counts") or {}
+    parts = [f"{counts.get(k, 0)} {k}" for k in ("invoked", "ok", "fail", "info", "executed", "completed")]
+
+    def ratio(name: str) -> str:
+        r = summary.get(name) or {}
+        if r.get("value") is None:
+            return f"{name}: —"
+        return (f"{name}: {r['value'] * 100:.4g} % (n = {r.get('n')}, 95 % lower bound "
+                f"{(r.get('lower') or 0) * 100:.4g} %)")
+
+    anomalies = "; ".join(f"{k}: {', '.join(map(str, summary.get(k) or []))}" for k in ("lost", "duplicated", "forgotten",
+                                                                                       "unexpected")
+                          if summary.get(k)) or "no task lost, run twice, forgotten or unexpected"
+    stall = summary.get("stall") or {}
+    stall_text = f"; longest stall {stall['seconds']:.2f} s" if isinstance(stall.get("seconds"), (int, float)) else ""
+    return (f"<h3>Witness</h3><p>Our own tasks, submitted through the platform's interface: {_e(', '.join(parts))}. "
+            f"{_e(ratio('submissions'))}; {_e(ratio('execution'))}{_e(stall_text)}. {_e(anomalies)}.</p>")
+
+
 def _hypothesis(view: Dict[str, Any]) -> str:
     if not view["hypothesis"]:
         return "<p class=\"na\">The experiment declares no steady-state hypothesis.</p>"
@@ -172,7 +198,7 @@ def _run(view: Dict[str, Any], index: int, source: str) -> str:
     origin = _origin(view)
     return (f"<section class=\"run\" id=\"run-{index}\"><h2>#{index} {_e(view['title'])}</h2>"
             f"{_verdict(view, source)}<h3>Timeline</h3>{_timeline(view, f'timeline-{index}')}"
-            f"<h3>Measured figures against the article's thresholds</h3>{_figures(view)}"
+            f"<h3>Measured figures against the article's thresholds</h3>{_figures(view)}{_witness(view)}"
             f"<h3>Steady-state hypothesis</h3>{_hypothesis(view)}<h3>Faults</h3>{_faults(view, origin)}"
             f"{_activities(view, origin)}</section>")
 

@@ -7,6 +7,7 @@ import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from .checks import failed_checks, is_measurement, measurement_text, no_fault
+from .witness_lane import witness_view
 
 __all__ = ["THRESHOLDS", "SHORT", "run_view", "number_of", "epoch", "fmt_value"]
 
@@ -292,6 +293,11 @@ def run_view(journal: Any, label: str = "") -> Dict[str, Any]:
         notes.append(f"Undo error: {error}")
     used = {row["func"] for row in hypothesis} | {a["func"] for a in activities}
     start = epoch(journal.get("start"))
+    witness_origin = timeline.get("started_at") if timeline and isinstance(timeline.get("started_at"), (int, float)) \
+        else start
+    witness_timeline = witness_view(ours, witness_origin)
+    if witness_timeline and witness_timeline.get("note"):
+        notes.append(f"Witness: {witness_timeline['note']}.")
     return {
         "label": label, "title": str(experiment.get("title") or "(untitled experiment)"),
         "description": str(experiment.get("description") or ""), "status": journal.get("status"),
@@ -302,4 +308,5 @@ def run_view(journal: Any, label: str = "") -> Dict[str, Any]:
         "hypothesis": hypothesis, "activities": activities, "faults": faults, "timeline": timeline,
         "figures": _figures(hypothesis, activities, faults, used), "notes": notes, "failed_checks": checks,
         "no_fault": nothing, "witness": _dict(ours.get("witness")) or None,
+        "witness_timeline": witness_timeline,
     }
