@@ -139,7 +139,8 @@ def fingerprint(output: Any) -> str:
 
 
 def _log(func: str, value: Any, argument: Any, result: Dict[str, Any]) -> bool:
-    (logger.info if result["met"] else logger.warning)("tolerance %s: %s", func, result["reason"])
+    (logger.info if result["met"] else logger.warning)("tolerance %s (%s %s): %s", func, JUDGES[func][0], argument,
+                                                       result["reason"])
     _JUDGMENTS.append({"func": func, "argument": argument, "met": result["met"], "reason": result["reason"],
                        "output": fingerprint(value)})
     del _JUDGMENTS[:-500]

@@ -9,6 +9,7 @@ Each run gets its own state home and cluster name; after each, nothing of ours i
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -48,8 +49,13 @@ def outputs(journal, when="after"):
     return found
 
 
-def judgments(journal):
-    return {(j["func"], j["argument"]) for j in journal["chaosscheduler"].get("verdicts", {}).get("judgments", [])}
+def judgments(journal, log):
+    """Every (tolerance, threshold) judged in the run: from the journal when the control stored them, and from the
+    log line each tolerance writes ("tolerance at_most (limit 20): ...")."""
+    found = {(j["func"], j["argument"]) for j in journal["chaosscheduler"].get("verdicts", {}).get("judgments", [])}
+    for func, value in re.findall(r"tolerance (\w+) \(\w+ ([0-9.]+)\):", log.read_text()):
+        found.add((func, float(value)))
+    return found
 
 
 def report_of(tmp_path, journal_path):
@@ -156,7 +162,8 @@ def test_master_crash_takes_every_threshold_and_timing_from_a_var_file(tmp_path,
     proc, journal, cluster = run(tmp_path, home, os.path.join(EXPERIMENTS, "master-crash.json"),
                                  [os.path.join(VARS, "master-crash-every-variable.json")])
     _passes_and_decides(proc, journal)
-    assert {("at_most", 20), ("at_most", 4), ("at_least", 0.99), ("consistent", 150)} <= judgments(journal)
+    assert {("at_most", 20), ("at_most", 4), ("at_least", 0.99), ("consistent", 150)} <= judgments(
+        journal, tmp_path / "chaos.log")
     found = outputs(journal)
     assert found["leader-elected-in-time"][0]["bound"] == 25
     assert found["leader-elected-in-time"][0]["poll_interval"] == 0.02
@@ -174,7 +181,7 @@ def test_worker_disconnect_takes_every_threshold_and_timing_from_a_var_file(tmp_
                                  [os.path.join(VARS, "worker-disconnect-every-variable.json")])
     _passes_and_decides(proc, journal)
     assert {("at_most", 60), ("at_least", 0.9), ("at_most", 45), ("at_most", 0.95),
-            ("consistent", 150)} <= judgments(journal)
+            ("consistent", 150)} <= judgments(journal, tmp_path / "chaos.log")
     found = outputs(journal)
     assert found["worker-failure-detected-in-time"][0]["bound"] == 70
     rescheduled = found["lost-tasks-rescheduled"][0]
@@ -191,7 +198,8 @@ def test_network_partition_takes_every_threshold_and_timing_from_a_var_file(tmp_
     proc, journal, cluster = run(tmp_path, home, os.path.join(EXPERIMENTS, "network-partition.json"),
                                  [os.path.join(VARS, "network-partition-every-variable.json")])
     _passes_and_decides(proc, journal)
-    assert {("at_least", 0.98), ("at_least", 0.95), ("consistent", 100)} <= judgments(journal)
+    assert {("at_least", 0.98), ("at_least", 0.95), ("consistent", 100)} <= judgments(journal,
+                                                                                  tmp_path / "chaos.log")
     found = outputs(journal)
     heartbeat = found["heartbeats-judged-right"][0]
     assert heartbeat["heartbeat_interval"] == 0.5 and heartbeat["heartbeat_timeout"] == 5
