@@ -309,6 +309,7 @@ def test_valid_values_are_typed(clean_env):
                             "chaosscheduler_testbed": {"workers": 2, "task_duration": 1.5}})
     assert settings.max_worker_share == 1.0 and isinstance(settings.max_worker_share, float)
     assert settings.poll_interval == 1.0 and isinstance(settings.poll_interval, float)
+    assert config.load({"chaosscheduler_poll_interval": None}).poll_interval == 0.01  # null: the default
     spec = settings.cluster_spec()
     assert spec.workers == 2 and spec.task_duration == 1.5 and spec.name == "default"
     assert spec.home == settings.home
@@ -331,7 +332,7 @@ BAD = [
     ("chaosscheduler_poll_interval", 0), ("chaosscheduler_poll_interval", 0.0005),
     ("chaosscheduler_poll_interval", 10.5), ("chaosscheduler_poll_interval", -1),
     ("chaosscheduler_poll_interval", True), ("chaosscheduler_poll_interval", "0.1"),
-    ("chaosscheduler_poll_interval", None), ("chaosscheduler_poll_interval", float("nan")),
+    ("chaosscheduler_poll_interval", float("nan")),
 ]
 
 
