@@ -91,7 +91,7 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
     observed_after = now - t0
     if same_clock and since and t0 <= since <= now:
         value = since - t0
-        resolution: Any = 0.001
+        resolution: Any = info.get("resolution", 0.001) if info.get("leader_source") else 0.001
         source = (f"{info['leader_source']} leader source's timestamp of the new leader" if info.get("leader_source")
                   else "the new leader's own election timestamp")
     else:
@@ -103,6 +103,8 @@ def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuratio
     measured = measurement(value, "s", source, resolution, new_leader=info["leader"], killed=killed,
                            observed_after=round(observed_after, 6), fault=fault_summary(fault), phase=phase(),
                            poll_interval=ctx.settings.poll_interval, bound=timeout)
+    if info.get("leader_source") == "promql" and forms_of(ctx) is not None:  # the leader read from metrics
+        measured = forms_fresh(forms_of(ctx), measured, t0, now)
     remember(ctx, fault, name, measured)
     return _done(name, measured)
 
