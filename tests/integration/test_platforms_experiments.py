@@ -107,5 +107,5 @@ def test_a_platform_that_does_not_reschedule_deviates_on_the_metrics_probe(tmp_p
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert journal["steady_states"]["before"]["steady_state_met"]
     failing = [p["activity"]["name"] for p in journal["steady_states"]["after"]["probes"] if not p["tolerance_met"]]
-    assert "rescheduling-success-above-95pct" in failing
+    assert "lost-tasks-rescheduled" in failing
     assert_nothing_left(tb, home, journal)
