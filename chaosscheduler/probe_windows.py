@@ -4,10 +4,16 @@ the metrics behind a figure. Shared by chaosscheduler.probes and chaosscheduler.
 import time
 from typing import Any, Dict, List, Sequence
 
+from . import measurements
 from .context import Context
-from .measurements import declared_after, fault_span, not_applicable, phase, undecided
+from .measurements import declared_after, fault_span, not_applicable, undecided
 
 __all__ = ["fault_window", "wait_window", "victims", "forms_fresh"]
+
+
+def phase() -> Any:
+    """The run's phase, as chaosscheduler.measurements tells it (one place to ask, one place to patch in tests)."""
+    return measurements.phase()
 
 
 def fault_window(ctx: Context, probe: str, actions: Sequence[str], window: float) -> Dict[str, Any]:

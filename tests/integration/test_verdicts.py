@@ -118,3 +118,29 @@ def test_a_split_brain_shows_two_leaders_and_tasks_run_twice(make_cluster, home)
     symptoms = found["run_twice"] + found["duplicated"] + found["lost"]
     assert found["anomalies"] >= 1 and symptoms, found
     assert not consistent(found, min_tasks=1)
+
+
+def test_on_a_single_master_platform_a_refused_kill_measures_nothing_and_says_so(make_cluster, home, monkeypatch):
+    """kill_master rightly refuses to kill the last master; the probes after the method then have no fault to time
+    and say so (never "0 s" or "100 %" as if they had measured a failover)."""
+    from chaoslib.exceptions import ActivityFailed
+
+    tb = make_cluster(masters=1, load_rate=2)
+    wait_for_work(tb, 1)
+    configuration = cfg(tb, home)
+    with pytest.raises(ActivityFailed, match="last running master"):
+        actions.kill_master(duration=60, configuration=configuration)
+    refused = [{"name": "kill-the-leader-master", "provider": "python:chaosscheduler.actions.kill_master",
+                "started_at": time.time() - 1, "ended_at": time.time(), "status": "failed", "ours": True,
+                "fault_ids": []}]
+    monkeypatch.setattr(measurements, "observed_faults", lambda: refused)
+    monkeypatch.setattr(measurements, "phase", lambda: "after-method")
+    for probe, tolerance, argument in ((probes.leader_election_time, at_most, 30),
+                                       (probes.scheduling_interruption, at_most, 5),
+                                       (probes.job_submission_success_rate, None, None)):
+        measured = probe(configuration=configuration)
+        assert measured["value"] is None and measured["decided"] is False and measured["no_fault"], measured
+        assert "no fault" in measured["reason"]
+        if tolerance is not None:
+            assert not tolerance(measured, argument)
+    assert "kill-the-leader-master" in probes.leader_election_time(configuration=configuration)["reason"]
