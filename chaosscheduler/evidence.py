@@ -170,6 +170,8 @@ def consistency(ctx: Context, settle: float, allow_rerun_after_loss: bool,
                 run_twice=[d["task"] for d in twice][:100], unreported_then_rerun=unreported[:20],
                 concurrent=found["duplicated"]["concurrent"][:20], unsettled=found["unsettled"][:100],
                 reason="" if n else "no witness task could be judged yet",
+                counts=dict({k: len(v) for k, v in kinds.items()}, run_twice=len(twice),
+                            reexecuted_after_loss=len(rerun)),
                 **{k: v[:100] for k, v in kinds.items()})
     out["ratio"] = out["value"]
     return out

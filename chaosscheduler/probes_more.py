@@ -168,7 +168,8 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_afte
     judged = ["lost", "duplicated", "run_twice"] + ([] if allow_rerun_after_loss else ["reexecuted_after_loss"])
     bad = set().union(*(found[k] for k in judged))
     measured = ratio(len(ids) - len(bad), len(ids), "the platform's task records", 0.001, anomalies=len(bad),
-                     accepted=len(ids), **{k: v[:100] for k, v in found.items()},
+                     accepted=len(ids), counts={k: len(v) for k, v in found.items()},
+                     **{k: v[:100] for k, v in found.items()},
                      reason="" if ids else "no task was accepted: is there any load?", **details)
     measured["ratio"] = measured["value"]  # the name older experiments' range tolerances target
     return _done(name, measured)

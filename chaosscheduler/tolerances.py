@@ -104,8 +104,10 @@ def _judge_consistent(m: Dict[str, Any], min_tasks: float) -> Tuple[bool, str]:
         anomalies = sum(len(v) if isinstance(v, list) else int(v or 0)
                         for v in (m.get("lost"), m.get("duplicated")))
     if anomalies:
-        kinds = ", ".join(f"{k} {len(m[k]) if isinstance(m[k], list) else m[k]}" for k in
-                          ("lost", "duplicated", "run_twice", "unexpected") if m.get(k))
+        counts = m.get("counts") or {}
+        kinds = ", ".join(f"{k} {counts.get(k, len(m[k]) if isinstance(m[k], list) else m[k])}" for k in
+                          ("lost", "duplicated", "run_twice", "unexpected", "forgotten", "completed_without_evidence")
+                          if m.get(k))
         return False, f"{anomalies} of {n} accepted tasks not run exactly once ({kinds}; {m.get('source', '?')})"
     if m.get("phase") == "before-method":  # the run is young: no anomaly so far is all the steady state asks
         return True, f"no anomaly among the {n} accepted tasks so far ({m.get('source', '?')})"
