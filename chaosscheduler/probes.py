@@ -17,16 +17,14 @@ going on at the bound is reported as such ("ongoing"), never as a short value.
 import logging
 import math
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 from chaoslib.types import Configuration, Secrets
 
 from . import evidence, measurements, records
-from .context import Context, boundary, flag, number
-from .errors import ChaosSchedulerError
-from .measurements import (CUT_ACTIONS, cut_from_registry, declared_after, fault_summary, forms_of, lost_tasks,
-                           longest_stall, current_stall, measurement, not_applicable, ratio, recall,
-                           remember, timed_fault, undecided)
+from .context import Context, boundary, number
+from .measurements import (CUT_ACTIONS, declared_after, fault_summary, forms_of, lost_tasks, measurement, ratio,
+                           recall, remember, timed_fault, undecided)
 from .probe_windows import fault_window, forms_fresh, victims, wait_window
 from .timing import Deadline
 

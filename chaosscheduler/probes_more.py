@@ -5,7 +5,7 @@ consistency, heartbeat accuracy, the survivors' utilisation and cluster health. 
 import logging
 import math
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from chaoslib.types import Configuration, Secrets
 

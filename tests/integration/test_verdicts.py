@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from chaosscheduler import actions, measurements, probes, procs, rollbacks
+from chaosscheduler import actions, measurements, probes, rollbacks
 from chaosscheduler.tolerances import at_most, consistent, judge
 from chaosscheduler.timing import wait_until
 from tests.conftest import NEEDS_ETCD, NEEDS_ROOT
