@@ -159,13 +159,16 @@ def timed_fault(ctx: Context, probe: str, unit: str, actions: Sequence[str], fau
                 accept: Callable[[Dict[str, Any]], bool] = lambda f: True,
                 ) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
     """For a fault-timed probe: ``(fault, None)`` to measure from, or ``(None, measurement)`` to return as it is:
-    "not applicable" before the method (passes), "no fault" after it (fails)."""
+    "not applicable" before the method and during it while no fault happened yet (passes), "no fault" after it
+    (fails), "cannot tell" without the control (fails)."""
     where = phase()
     if where == "before-method" and not fault_id:
         return None, not_applicable(unit, "before the method: no fault yet, nothing to time", phase=where)
     fault, why = find_fault(ctx, actions, fault_id, accept, probe=probe)
     if fault is not None:
         return fault, None
+    if where == "method":  # during the method (a continuous hypothesis, a probe before the fault): not yet
+        return None, not_applicable(unit, f"during the method, before any fault: {why}", phase=where)
     if where is None:
         why += ("; without the chaosscheduler control in this process the probe cannot tell 'before the method' "
                 "from 'the method broke nothing', so it does not pass")

@@ -27,6 +27,8 @@ def fault_window(ctx: Context, probe: str, actions: Sequence[str], window: float
     span = fault_span(ctx, actions)
     if span is not None:
         return {"start": span[0], "end": span[0] + window, "fault": {"started_at": span[0], "ended_at": span[1]}}
+    if where == "method":
+        return {"measurement": not_applicable("ratio", "during the method, before any fault", phase=where)}
     if where is None:
         now = time.time()
         return {"start": now - window, "end": now, "fault": None}

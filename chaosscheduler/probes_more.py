@@ -207,6 +207,8 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
     if where == "before-method":
         return _done(name, not_applicable("ratio", "before the method: no network fault yet", phase=where))
     span = fault_span(ctx, ["partition_workers"])
+    if span is None and where == "method":
+        return _done(name, not_applicable("ratio", "during the method, before any network fault", phase=where))
     if span is None and where is not None:
         return _done(name, undecided("ratio", "none", "no fault: no partition_workers fault and no other action of "
                                      "the method happened in this run", phase=where, no_fault=True))

@@ -121,7 +121,7 @@ def test_find_fault_says_why_there_is_none():
 @pytest.mark.parametrize("where,expect", [
     ("before-method", "before the method"),
     ("after-method", "no fault"),
-    ("method", "no fault"),
+    ("method", "during the method, before any fault"),
     (None, "cannot tell"),
 ])
 def test_timed_fault_without_a_fault_depends_on_the_phase(monkeypatch, where, expect):
@@ -129,7 +129,7 @@ def test_timed_fault_without_a_fault_depends_on_the_phase(monkeypatch, where, ex
     monkeypatch.setattr(measurements, "observed_faults", lambda: [])
     fault, early = timed_fault(ctx_with([]), "leader_election_time", "s", ["kill_master"])
     assert fault is None
-    if where == "before-method":
+    if where in ("before-method", "method"):
         assert early["applicable"] is False and early["value"] is None and early["decided"] is True
     else:
         assert early["applicable"] is True and early["decided"] is False and early["no_fault"] is True
