@@ -138,3 +138,32 @@ def test_every_failed_check_is_listed_most_telling_first_including_those_chaos_t
     html = render([journal(after, skipped)], ["j.json"])
     assert re.findall(r'data-check="([^"]+)"', html) == names
     assert "skipped by Chaos Toolkit, evaluated by the control" in html
+
+
+def test_the_witness_history_is_drawn_on_the_timeline_with_the_lost_and_the_doubled(tmp_path):
+    import pytest
+
+    history = pytest.importorskip("chaosscheduler.witness.history")
+    recorder = history.Recorder(str(tmp_path / "witness"))
+    for task, at in (("a", 1.0), ("b", 1.5), ("c", 2.0), ("d", 2.2)):
+        recorder.record("invoke", task, at=T0 + at)
+    for task in "abc":
+        recorder.record("ok", task, at=T0 + 2.5)
+    recorder.record("fail", "d", at=T0 + 2.4)
+    line = lambda task, phase, node, at: {"task": task, "phase": phase, "node": node, "host": node,  # noqa: E731
+                                          "at": T0 + at, "pid": 1, "attempt": "1"}
+    recorder.add_executions([line("a", "start", "w1", 3.0), line("a", "end", "w1", 4.0),
+                             line("b", "start", "w1", 3.1), line("b", "end", "w1", 4.1),
+                             line("b", "start", "w2", 3.2), line("b", "end", "w2", 4.2)])  # b twice at once
+    recorder.save_meta(end=T0 + 100)
+    recorder.close()
+    j = journal([entry(*PROBES[0], measurement(2.1, "s", "x"), True, 10)])
+    j["chaosscheduler"]["witness"] = {"directory": str(tmp_path / "witness"), "counts": {"invoked": 4}}
+    view = run_view(j)
+    lane = view["witness_timeline"]
+    assert sorted((kind, task) for kind, task, _ in lane["marks"]) == [("doubled", "b"), ("lost", "c"),
+                                                                     ("refused", "d")]
+    html = render([j], ["j.json"])
+    assert 'class="witness-bin"' in html and 'data-kind="doubled"' in html and 'data-kind="lost"' in html
+    j["chaosscheduler"]["witness"]["directory"] = str(tmp_path / "gone")
+    assert any("not on this machine" in n for n in run_view(j)["notes"])
