@@ -5,9 +5,9 @@
     chaosscheduler testbed restart-node NODE [--name N]
     chaosscheduler testbed down [--name N] [--force]
     chaosscheduler heal [--from-hosts] [--dry-run]
-    chaosscheduler faults
+    chaosscheduler faults [--all] [--json]            (each fault with its run, and whether that run is alive)
     chaosscheduler userns -- COMMAND [ARGS...]     (non-root: run inside an unprivileged user namespace)
-    chaosscheduler report JOURNAL [JOURNAL...] [-o report.html] [--png chart.png] [--title T]
+    chaosscheduler report JOURNAL|RUN [...] [-o report.html] [--png chart.png] [--title T]
 """
 
 import argparse
@@ -121,9 +121,15 @@ def _faults(args: argparse.Namespace) -> int:
     from .ledger import OPEN_STATES, Ledger
     from .testbed.spec import default_home
 
-    records = Ledger(args.home or default_home()).all()
+    from .runs import run_states
+
+    home = args.home or default_home()
+    records = Ledger(home).all()
     if not args.all:
         records = [r for r in records if r.get("state") in OPEN_STATES]
+    states = run_states(home, [r.get("run_id") for r in records])
+    for r in records:
+        r["run_state"] = states.get(r.get("run_id"), "unknown")
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -133,7 +139,7 @@ def _faults(args: argparse.Namespace) -> int:
         deadline = r.get("deadline")
         left = f"expires in {deadline - time.time():.0f} s" if deadline and r.get("state") in OPEN_STATES else ""
         print(f"{r['id']}  {r.get('action', r['kind']):<18} {r.get('state'):<9} {','.join(r.get('targets', []))}  "
-              f"{left}")
+              f"run {r.get('run_id', '?')} ({r['run_state']})  {left}".rstrip())
     return 0
 
 
@@ -168,7 +174,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     faults.add_argument("--all", action="store_true", help="closed faults too")
     faults.add_argument("--json", action="store_true")
     report = sub.add_parser("report", help="render journals as one self-contained HTML page with timeline charts")
-    report.add_argument("journals", nargs="+", metavar="JOURNAL", help="journal(s) written by chaos run")
+    report.add_argument("journals", nargs="+", metavar="JOURNAL",
+                        help="journal(s) written by chaos run, or a run's record (its directory under "
+                             "$CHAOSSCHEDULER_HOME/runs, its run.json, or its run id) for a run killed before it "
+                             "wrote its journal")
     report.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
     report.add_argument("--title", default="", help="page title (default: the experiment's, or 'N runs')")
     report.add_argument("--png", default="", metavar="PATH",

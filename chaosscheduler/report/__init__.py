@@ -21,7 +21,13 @@ __all__ = ["load_journal", "render", "write_report"]
 
 
 def load_journal(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    """``(journal, None)`` or ``(None, why it cannot be read)``."""
+    """``(journal, None)`` or ``(None, why it cannot be read)``. A run's record (its directory, run.json or run id)
+    reads as the journal of a run that never wrote one (:mod:`chaosscheduler.run_journal`)."""
+    from ..run_journal import is_run_record, journal_for_report, to_journal
+
+    journal, error = journal_for_report(path)
+    if journal is not None or error is not None:
+        return journal, error
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -33,7 +39,7 @@ def load_journal(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
         return None, f"{path}: not JSON ({e})"
     if not isinstance(data, dict):
         return None, f"{path}: not a Chaos Toolkit journal (a JSON {type(data).__name__}, not an object)"
-    return data, None
+    return (to_journal(data) if is_run_record(data) else data), None
 
 
 def render(journals: Sequence[Dict[str, Any]], sources: Sequence[str], unreadable: Sequence[str] = (),

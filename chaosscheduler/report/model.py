@@ -207,6 +207,8 @@ def _figures(hypothesis: List[Dict[str, Any]], activities: List[Dict[str, Any]],
 
 def _verdict(journal: Dict[str, Any], before_met: Optional[bool], nothing: Optional[str] = None) -> Tuple[str, str]:
     status = journal.get("status")
+    if status == "killed":  # rendered from a run record (chaosscheduler.run_journal): no journal was written
+        return "interrupted", "Killed: the run's process died before the run ended (rendered from its run record)"
     if status in ("interrupted", "aborted"):
         return "interrupted", ("Interrupted: the run was stopped before it finished" if status == "interrupted"
                                else "Aborted: the run was stopped before it finished")

@@ -494,6 +494,9 @@ class Cell:
             found.append(f"harness: {self.error}")
         if self.heal_rc != 0:
             found.append(f"chaosscheduler heal exited {self.heal_rc}: {self.heal_output[-300:]}")
+        if self.signal in ("SIGINT", "SIGTERM") and not self.error and (self.status != "interrupted"
+                                                                       or self.exit_code != 1):
+            found.append(f"{self.signal} ended the run {self.status!r} with exit {self.exit_code}, not interrupted")
         found += [f"fault {f['id']} still open after its deadline" for f in self.faults if f["ended"] == "still open"]
         found += [f"fault {f['id']} gone {f['overshoot']:.3f} s after its deadline" for f in self.faults
                   if f.get("overshoot", 0) > OVERSHOOT_TARGET]

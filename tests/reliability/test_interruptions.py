@@ -16,7 +16,8 @@ from .conftest import REAL
 
 pytestmark = REAL + [pytest.mark.e2e]
 
-CI_CELLS = [("worker-disconnect", sig, phase) for sig in harness.SIGNALS for phase in ("injected", "rollbacks")]
+CI_CELLS = [("worker-disconnect", sig, phase) for sig in harness.SIGNALS for phase in ("injected", "rollbacks")] \
+    + [("worker-disconnect", "SIGTERM", "wait")]  # the cell that used to end "completed", exit 0
 ALL_CELLS = [(e, s, p) for e in harness.EXPERIMENTS for s in harness.SIGNALS for p in harness.PHASES]
 SLOW_CELLS = [cell for cell in ALL_CELLS if cell not in CI_CELLS]
 
@@ -37,13 +38,11 @@ def judge(cell: harness.Cell) -> None:
         assert cell.exit_code == -9 and cell.status is None  # no journal: chaos never got to write it
         if cell.phase in ("injected", "wait"):  # a fault was live when chaos died: only self-expiry can end it
             assert any(f["ended"] == "at its deadline" for f in cell.faults), cell.faults
-    else:
-        assert cell.exit_code is not None and cell.exit_code >= 0
+    else:  # SIGINT, SIGTERM: at every phase an interrupted run (exit 1), its faults undone by the run itself
+        assert cell.exit_code == 1 and cell.status == "interrupted", f"{where}: {cell.exit_code} {cell.status}"
         assert cell.control.startswith("cleanup ran"), f"{where}: the control's cleanup did not run: {cell.control}"
         assert not any(f["ended"] == "at its deadline" for f in cell.faults), \
             f"{where}: the run itself should have undone its faults: {cell.faults}"
-        if cell.phase == "rollbacks":
-            assert cell.status == "interrupted"
 
 
 @pytest.mark.parametrize("experiment,sig,phase", CI_CELLS, ids=["-".join(c) for c in CI_CELLS])

@@ -109,24 +109,28 @@ def test_the_dry_run_argument_still_applies_the_rails(env):
 
 def test_chaos_run_dry_actions_injects_nothing_and_records_nothing():
     """``chaos run --dry=actions`` skips every action (ours included: chaoslib never calls them); the probes still
-    run and return their neutral values, the control still starts and removes the cluster. The journal shows no
-    fault and the ledger stays empty."""
+    run, the control still starts and removes the cluster. The journal shows no fault, the ledger stays empty, and
+    the strict control fails the run: no fault happened, nothing was tested."""
     home = tempfile.mkdtemp(prefix="csy", dir="/tmp")
     workdir = tempfile.mkdtemp(prefix="csyw", dir="/tmp")
     cluster = "y" + uuid.uuid4().hex[:9]
     state_dir = os.path.join(home, "testbed", cluster)
     try:
         run = harness.start_chaos("worker-disconnect.json", workdir, home, cluster, extra=["--dry=actions"])
-        assert run.proc.wait(timeout=180) == 0, run.output()[-3000:]
+        assert run.proc.wait(timeout=180) == 1, run.output()[-3000:]
         journal = run.journal()
-        assert journal["status"] == "completed" and journal["deviated"] is False
+        assert journal["status"] == "failed"
         method = {r["activity"]["name"]: r for r in journal["run"]}
         for name in ("isolate-the-busiest-worker", "let-the-worker-rejoin"):
             assert method[name]["status"] == "succeeded" and method[name]["output"] is None, method[name]
         assert all(r["output"] is None for r in journal["rollbacks"])
-        assert method["measure-worker-failure-detection-time"]["output"] == 0.0  # no fault: the neutral value
+        measured = method["measure-worker-failure-detection-time"]["output"]
+        # no fault, nothing measured: the neutral 0.0 of the old probes, or a measurement without a value
+        assert measured == 0.0 or (isinstance(measured, dict) and measured["value"] is None), measured
         ours = journal["chaosscheduler"]
-        assert ours["faults"] == [] and ours["undone"] == [] and ours["failure_reasons"] == []
+        assert ours["faults"] == [] and ours["undone"] == [] and ours["observed_faults"] == []
+        assert ours["failure_reasons"] == ["no fault happened: the method's actions were skipped (--dry); nothing "
+                                           "was tested"]
         assert Ledger(home).all() == []
         assert not os.path.exists(os.path.join(home, "ledger.json"))
         assert not os.path.exists(state_dir), "the control did not remove the cluster it started"

@@ -6,9 +6,9 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from chaoslib.exceptions import InterruptExecution
 
-from chaosscheduler import cli, control
+from chaosscheduler import cli, control_options
+from chaosscheduler.errors import ConfigurationError
 from chaosscheduler.report import render, write_report
 from chaosscheduler.report.model import run_view
 from chaosscheduler.timeline import Recorder
@@ -376,14 +376,14 @@ def test_recorder_thread_survives_a_failing_source_and_reports_its_cost():
 
 @pytest.mark.parametrize("arguments,message", [
     ({"timeline": "yes"}, "'timeline' must be true or false"),
-    ({"timeline_interval": 0.001}, "'timeline_interval' must be 0.05-60"),
-    ({"timeline_interval": True}, "'timeline_interval' must be 0.05-60"),
+    ({"timeline_interval": 0.001}, r"'timeline_interval' must be in \[0.05, 60\]"),
+    ({"timeline_interval": True}, "'timeline_interval' must be a number"),
 ])
 def test_control_refuses_bad_timeline_arguments(arguments, message):
-    with pytest.raises(InterruptExecution, match=message):
-        control._options(**arguments)
+    with pytest.raises(ConfigurationError, match=message):
+        control_options.parse(arguments)
 
 
 def test_control_timeline_defaults():
-    options = control._options()
+    options = control_options.parse({})
     assert options["timeline"] is True and options["timeline_interval"] == 0.2
