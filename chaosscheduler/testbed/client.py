@@ -16,10 +16,7 @@ Target = Union[str, Tuple[str, int]]  # a Unix socket path, or (address, port)
 
 
 class ClientError(Exception):
-    """The node could not be reached or answered garbage. ``sent``: the request had been written out when it failed
-    (the node may have acted on it: the outcome is unknown), as opposed to a connection that never opened."""
-
-    sent = False
+    """The node could not be reached or answered garbage."""
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -47,16 +44,12 @@ def request(target: Target, method: str, path: str, body: Any = None, timeout: f
         conn = http.client.HTTPConnection(target[0], target[1], timeout=timeout)
     payload = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if payload is not None else {}
-    sent = False
     try:
         conn.request(method, path, body=payload, headers=headers)
-        sent = True
         resp = conn.getresponse()
         data = resp.read()
     except (OSError, http.client.HTTPException) as e:
-        error = ClientError(f"{method} {path} to {target}: {e or type(e).__name__}")
-        error.sent = sent
-        raise error from e
+        raise ClientError(f"{method} {path} to {target}: {e or type(e).__name__}") from e
     finally:
         conn.close()
     ctype = resp.getheader("Content-Type", "")

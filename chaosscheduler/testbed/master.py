@@ -361,13 +361,8 @@ class Master(MasterAPI):
             try:
                 status, _ = request((reg["address"], reg["port"]), "POST", "/api/assign", body, timeout=0.5)
                 ok = status == 200
-            except ClientError as e:
+            except ClientError:
                 ok = False
-                if e.sent:  # the worker may have it (a slow answer): giving it to another worker could run it
-                    # twice; reconciliation asks this worker and dispatches it again (same attempt) if it has not
-                    self.rt.events.emit("task_dispatch_uncertain", task=task["id"], worker=task["worker"],
-                                        attempt=task["attempt"])
-                    return
             if not ok:
                 with self.lock:
                     self.dispatch_failures.append((task["id"], task["attempt"], task["worker"]))
