@@ -58,13 +58,16 @@ def victims(ctx: Context, fault: Dict[str, Any], bound: float) -> List[str]:
 
 def forms_fresh(forms: Any, measured: Dict[str, Any], start: float, end: float) -> Dict[str, Any]:
     """Check the age of the metrics samples behind ``measured`` over [start, end] (Prometheus ``timestamp()`` of the
-    queries used, and scrape health ``up``): stale samples widen the stated resolution by their age; samples older
-    than ten scrape intervals (or a platform whose scrapes failed throughout) make the figure undecided."""
+    queries used, and scrape health ``up``), leaving out the nodes the measurement's fault cut off or killed (their
+    scrapes fail: that is the fault): stale samples widen the stated resolution by their age; samples older than ten
+    scrape intervals make the figure undecided."""
     check = getattr(forms, "freshness", None)
     if check is None:
         return measured
+    targets = list((measured.get("fault") or {}).get("targets") or [])
     try:
-        fresh = check(start, min(end, time.time()))
+        fresh = check(start, min(end, time.time()), exclude=targets) if targets else \
+            check(start, min(end, time.time()))
     except Exception as e:  # a freshness check that fails is said, never silently skipped
         return dict(measured, freshness={"error": str(e)},
                     resolution=f"{measured.get('resolution')} (sample age unknown: {e})")

@@ -348,13 +348,15 @@ class MetricsForms:
 
     def freshness(self, start: float, end: float,
                   names: Sequence[str] = ("workers_alive", "worker_running", "leaders", "tasks_pending",
-                                          "tasks_completed", "submissions")) -> Dict[str, Any]:
+                                          "tasks_completed", "submissions"),
+                  exclude: Sequence[str] = ()) -> Dict[str, Any]:
         """How old the samples behind a figure over [start, end] could be. For each query: the age of its samples
         (``timestamp()``, meaningful for plain selectors; computed series carry the evaluation time), the gaps inside
         each series (a scrape that failed or an exporter that blocked: the series went missing, then came back), and
         the scrape health (``up`` == 0 stretches) of the instances the series come from. A series that disappears for
-        good (a killed node) is not a gap. ``max_age`` is the worst of them; beyond ten scrape intervals ``refuse``
-        says why no figure should rest on these data."""
+        good (a killed node) is not a gap, and the nodes in ``exclude`` (the fault's own targets: a cut worker cannot
+        be scraped, that is the fault) are left out. ``max_age`` is the worst of them; beyond ten scrape intervals
+        ``refuse`` says why no figure should rest on these data."""
         interval, step = self.interval, self.step
         end = max(end, start + step)
         worst: Dict[str, float] = {}
@@ -364,11 +366,16 @@ class MetricsForms:
             if age > worst.get(what, 0.0):
                 worst[what] = age
 
+        def excluded(labels: Dict[str, str]) -> bool:
+            return bool(exclude) and any(self._node(labels, role) in exclude for role in ("workers", "masters"))
+
         for name in names:
             expr = self.queries.get(name) or ""
             if not expr:
                 continue
             for labels, values in self.prometheus.series(expr, start, end, step):
+                if excluded(labels):
+                    continue
                 if labels.get("instance"):
                     instances.add(labels["instance"])
                 for (a, _), (b, _) in zip(values, values[1:]):
@@ -379,6 +386,8 @@ class MetricsForms:
             except ChaosSchedulerError:
                 stamped = []
             for labels, values in stamped:
+                if excluded(labels):
+                    continue
                 for t, sampled in values:
                     note(f"{name} age", t - sampled)
         for instance in sorted(instances):

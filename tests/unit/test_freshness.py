@@ -8,7 +8,8 @@ class Forms:
     def __init__(self, fresh):
         self.fresh = fresh
 
-    def freshness(self, start, end):
+    def freshness(self, start, end, exclude=()):
+        self.excluded = list(exclude)
         if isinstance(self.fresh, Exception):
             raise self.fresh
         return self.fresh
@@ -37,3 +38,10 @@ def test_samples_older_than_ten_intervals_make_the_figure_undecided():
 def test_a_freshness_check_that_fails_is_said():
     out = forms_fresh(Forms(RuntimeError("Prometheus gone")), measurement(2.0, "s", "metrics", 1.0), 0, 10)
     assert out["freshness"] == {"error": "Prometheus gone"} and "sample age unknown" in out["resolution"]
+
+
+def test_the_nodes_the_fault_cut_off_are_left_out():
+    forms = Forms({"max_age": 0.5, "interval": 1.0, "stale": [], "refuse": ""})
+    figure = measurement(2.0, "s", "metrics", 1.0, fault={"id": "f1", "targets": ["worker-1"]})
+    forms_fresh(forms, figure, 0, 10)
+    assert forms.excluded == ["worker-1"]  # its scrapes fail during the cut: that is the fault, not staleness
