@@ -8,7 +8,7 @@ from . import measurements
 from .context import Context
 from .measurements import declared_after, fault_span, not_applicable, undecided
 
-__all__ = ["fault_window", "wait_window", "victims", "forms_fresh"]
+__all__ = ["fault_window", "wait_window", "victims", "forms_fresh", "run_targets"]
 
 
 def phase() -> Any:
@@ -56,7 +56,14 @@ def victims(ctx: Context, fault: Dict[str, Any], bound: float) -> List[str]:
                   if (declared_after(w, t0) or float("inf")) <= t0 + bound)
 
 
-def forms_fresh(forms: Any, measured: Dict[str, Any], start: float, end: float) -> Dict[str, Any]:
+def run_targets(ctx: Context) -> List[str]:
+    """Every node a fault of this run hit (cut off, killed)."""
+    return sorted({t for f in ctx.ledger.all() if f.get("run_id") == ctx.run_id and f.get("started_at")
+                   for t in f.get("targets") or []})
+
+
+def forms_fresh(forms: Any, measured: Dict[str, Any], start: float, end: float,
+                exclude: Sequence[str] = ()) -> Dict[str, Any]:
     """Check the age of the metrics samples behind ``measured`` over [start, end] (Prometheus ``timestamp()`` of the
     queries used, and scrape health ``up``), leaving out the nodes the measurement's fault cut off or killed (their
     scrapes fail: that is the fault): stale samples widen the stated resolution by their age; samples older than ten
@@ -64,7 +71,7 @@ def forms_fresh(forms: Any, measured: Dict[str, Any], start: float, end: float) 
     check = getattr(forms, "freshness", None)
     if check is None:
         return measured
-    targets = list((measured.get("fault") or {}).get("targets") or [])
+    targets = sorted(set((measured.get("fault") or {}).get("targets") or []) | set(exclude))
     try:
         fresh = check(start, min(end, time.time()), exclude=targets) if targets else \
             check(start, min(end, time.time()))

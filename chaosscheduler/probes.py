@@ -25,7 +25,7 @@ from . import evidence, measurements, records
 from .context import Context, boundary, number
 from .measurements import (CUT_ACTIONS, declared_after, fault_summary, forms_of, lost_tasks, measurement, ratio,
                            recall, remember, timed_fault, undecided)
-from .probe_windows import fault_window, forms_fresh, victims, wait_window
+from .probe_windows import fault_window, forms_fresh, run_targets, victims, wait_window
 from .timing import Deadline
 
 __all__ = ["leader_election_time", "worker_failure_detection_time", "rescheduling_success_rate",
@@ -314,7 +314,7 @@ def job_submission_success_rate(window: float = 60.0, configuration: Configurati
     if forms is not None:
         found = forms.submission_success(time.time() - start)
         return _done(name, forms_fresh(forms, ratio(int(found["accepted"]), int(found["submitted"]), "metrics",
-                                                    found["resolution"], **details), start, end))
+                                                    found["resolution"], **details), start, end, run_targets(ctx)))
     subs = [s for s in ctx.platform.submissions(since=start) if s["at"] <= end]
     accepted = sum(1 for s in subs if s["outcome"] == "accepted")
     return _done(name, ratio(accepted, len(subs), "the load generator's submission record", 0.001,
@@ -347,7 +347,7 @@ def task_execution_success_rate(window: float = 60.0, settle: float = 30.0, conf
         found = forms.task_success(time.time() - start, settle, ctx.settings.poll_interval)
         ok = int(round(found["value"] * found["accepted"]))
         return _done(name, forms_fresh(forms, ratio(ok, int(found["accepted"]), "metrics", found["resolution"],
-                                                    **details), start, end))
+                                                    **details), start, end, run_targets(ctx)))
     deadline = Deadline(settle)
     while True:
         tasks = [t for t in ctx.platform.tasks(since=start) if t["submitted_at"] <= end]

@@ -15,7 +15,7 @@ from .errors import ChaosSchedulerError
 from .measurements import (CUT_ACTIONS, current_stall, cut_from_registry, fault_span, fault_summary, forms_of,
                            longest_stall, measurement, not_applicable, ratio, recall, remember, timed_fault,
                            undecided)
-from .probe_windows import forms_fresh, victims, wait_window
+from .probe_windows import forms_fresh, run_targets, victims, wait_window
 from .timing import Deadline
 
 __all__ = ["scheduling_interruption", "data_consistency", "heartbeat_detection_accuracy", "cluster_health",
@@ -148,7 +148,7 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_afte
                          found["resolution"], anomalies=bad, lost=found["lost"], duplicated=found["duplicated"],
                          accepted=found["accepted"], **details)
         measured["ratio"] = measured["value"]
-        return _done(name, forms_fresh(forms, measured, time.time() - (window or 600), time.time()))
+        return _done(name, forms_fresh(forms, measured, time.time() - (window or 600), time.time(), run_targets(ctx)))
     cutoff = time.time()  # judge the tasks accepted so far; later ones are not waited for
     since = cutoff - window if window else 0.0
     accepted: set = set()
@@ -234,7 +234,8 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
         n = found["judged"] * periods
         return _done(name, forms_fresh(forms, ratio(n - min(n, found["wrong"] * periods), n, "metrics (the "
                                                     "leader's live-worker count)", found["resolution"],
-                                                    wrong=found["wrong"], **details), start, end))
+                                                    wrong=found["wrong"], **details), start, end,
+                                       run_targets(ctx)))
     workers = ctx.platform.worker_states()
     judged = [w for w in workers if w["name"] not in excused]
     failed, wrong = 0, {}
