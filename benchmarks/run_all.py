@@ -20,8 +20,8 @@ from typing import List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # cheapest first; the issue-6 scripts, then the testbed's own start-up / failover benchmark
-SCRIPTS = ["latency", "accuracy", "expiry", "overhead", "experiments", "scale", "testbed", "heartbeat_loss"]
-WITH_JSON = {"latency", "accuracy", "expiry", "overhead", "experiments", "scale", "heartbeat_loss"}
+SCRIPTS = ["latency", "accuracy", "expiry", "overhead", "experiments", "scale", "testbed", "heartbeat_loss", "fanout"]
+WITH_JSON = {"latency", "accuracy", "expiry", "overhead", "experiments", "scale", "heartbeat_loss", "fanout"}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -103,7 +103,11 @@ def _print_status(status: Dict[str, Any]) -> None:
 def _heal(args: argparse.Namespace) -> int:
     from .heal import heal
 
-    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run,
+    if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
+        print(f"chaosscheduler heal: --concurrency must be from 1 to 1024 hosts, got {args.concurrency}",
+              file=sys.stderr)
+        return 2
+    report = heal(args.home or None, from_hosts=args.from_hosts, dry_run=args.dry_run, concurrency=args.concurrency,
                   kubernetes_namespaces=args.kubernetes_namespace)
     verb = "would undo" if args.dry_run else "undone"
     for line in report["lines"]:
@@ -164,6 +168,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     heal.add_argument("--from-hosts", action="store_true",
                       help="also find our nft tables on the hosts themselves (when the ledger is lost or corrupt)")
     heal.add_argument("--dry-run", action="store_true", help="say what would be undone, undo nothing")
+    heal.add_argument("--concurrency", type=int, default=None, metavar="N",
+                      help="hosts scanned at once by --from-hosts (default 128; faults are undone as wide as they "
+                           "were injected)")
     heal.add_argument("--kubernetes-namespace", action="append", default=[], metavar="NS",
                       help="with --from-hosts: also look in this namespace for our NetworkChaos, NetworkPolicies "
                            "and pod labels (kubeconfig or KUBERNETES_* environment)")

@@ -10,7 +10,11 @@ Keys (all optional; environment variables give the defaults so one experiment fi
     chaosscheduler_kubernetes         the platform description for "kubernetes" (see docs/kubernetes.md)
     chaosscheduler_max_worker_share   largest share of workers a drop partition/isolation may cut off;
                                       default: all but one worker must stay reachable
-    chaosscheduler_poll_interval      seconds between probe polls, default 0.01
+    chaosscheduler_poll_interval      seconds between probe polls; null/absent = the platform's default (0.01 on
+                                      the embedded cluster, <= 5 requests/s per probe elsewhere: see pacing.py);
+                                      a number or a numeric string (env CHAOSSCHEDULER_POLL_INTERVAL)
+    chaosscheduler_concurrency        hosts a fault talks to at once; null/absent = the platform's default
+                                      (testbed 32, hosts 128, kubernetes 16; env CHAOSSCHEDULER_CONCURRENCY)
     prometheus_base_url               Prometheus for the metrics forms of the probes (shared with
                                       chaostoolkit-prometheus)
 """
@@ -21,6 +25,7 @@ import re
 import uuid
 from typing import Any, Dict, Optional
 
+from . import pacing
 from .errors import ConfigurationError
 from .testbed.spec import ClusterSpec, NAME_RE, default_home
 
@@ -28,7 +33,8 @@ __all__ = ["Settings", "load", "current_run", "set_current_run", "PLATFORMS"]
 
 PLATFORMS = ("testbed", "hosts", "kubernetes")
 PREFIX = "chaosscheduler_"
-KNOWN = {"platform", "cluster", "home", "testbed", "hosts", "kubernetes", "max_worker_share", "poll_interval"}
+KNOWN = {"platform", "cluster", "home", "testbed", "hosts", "kubernetes", "max_worker_share", "poll_interval",
+         "concurrency"}
 
 # Faults are attributed to a run. The control sets one per experiment; without the control every process is its own
 # run, so probes never mistake an earlier run's fault for this one's.
@@ -56,6 +62,8 @@ class Settings:
     hosts: Optional[Dict[str, Any]] = None        # the validated, normalised description (no secret values)
     prometheus_base_url: str = ""
     kubernetes: Optional[Dict[str, Any]] = None   # the validated chaosscheduler_kubernetes (docs/kubernetes.md)
+    concurrency: int = 32                         # hosts a fault talks to at once (pacing.py)
+    poll_interval_default: bool = False           # poll_interval is the platform's default, not configured
 
     def cluster_spec(self) -> ClusterSpec:
         """The embedded cluster these settings describe (validated)."""
@@ -101,10 +109,8 @@ def load(configuration: Optional[Dict[str, Any]] = None) -> Settings:
     share = get("max_worker_share", None, None)
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
         raise ConfigurationError(f"chaosscheduler_max_worker_share must be a number in (0, 1], got {share!r}")
-    poll = get("poll_interval", None, None)
-    poll = 0.01 if poll is None else poll  # null: the default
-    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0.001 <= poll <= 10:
-        raise ConfigurationError(f"chaosscheduler_poll_interval must be from 0.001 to 10 seconds, got {poll!r}")
+    poll = pacing.parse_interval(get("poll_interval", "CHAOSSCHEDULER_POLL_INTERVAL", None))
+    width = pacing.parse_concurrency(get("concurrency", "CHAOSSCHEDULER_CONCURRENCY", None))
     prometheus = config.get("prometheus_base_url") or ""
     if not isinstance(prometheus, str) or (prometheus and not re.match(r"^https?://[^\s/]+", prometheus)):
         raise ConfigurationError(f"prometheus_base_url must be an http(s) URL, got {prometheus!r}")
@@ -119,9 +125,12 @@ def load(configuration: Optional[Dict[str, Any]] = None) -> Settings:
         hosts = None
     from .platforms.kubernetes_config import from_configuration as _kubernetes  # (platforms imports config)
 
+    kubernetes = _kubernetes(platform, get("kubernetes", None, None))
     settings = Settings(platform=platform, cluster=cluster, home=os.path.abspath(home), testbed=dict(testbed),
-                        max_worker_share=None if share is None else float(share), poll_interval=float(poll),
-                        hosts=hosts, prometheus_base_url=prometheus.rstrip("/"),
-                        kubernetes=_kubernetes(platform, get("kubernetes", None, None)))
+                        max_worker_share=None if share is None else float(share),
+                        poll_interval=poll if poll is not None else pacing.default_poll_interval(platform, hosts,
+                                                                                                 kubernetes),
+                        hosts=hosts, prometheus_base_url=prometheus.rstrip("/"), kubernetes=kubernetes,
+                        concurrency=width or pacing.default_concurrency(platform), poll_interval_default=poll is None)
     settings.cluster_spec()  # validate the testbed settings now, with the key named
     return settings

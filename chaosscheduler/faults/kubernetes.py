@@ -144,6 +144,7 @@ class _PodHosts:
 
     def __init__(self, platform: Any):
         self.platform = platform
+        self.concurrency = getattr(platform, "concurrency", None)
 
     def host(self, node: str) -> Any:
         return self.platform.host(node)
@@ -291,7 +292,8 @@ class KubernetesNetworkFault(Fault):
 
 
 # ---------------------------------------------------------------------------------------------------- heal
-def heal_namespace(api: Any, namespace: str, dry_run: bool = False, nft_hosts: Sequence[Any] = ()) -> Dict[str, Any]:
+def heal_namespace(api: Any, namespace: str, dry_run: bool = False, nft_hosts: Sequence[Any] = (),
+                   concurrency: Optional[int] = None) -> Dict[str, Any]:
     """Every object of ours in ``namespace`` (by label), our labels on its pods, our nft tables in ``nft_hosts``:
     found, and removed unless ``dry_run``. Objects of anyone else are never touched."""
     from ..platforms.kubernetes_api import CHAOS_MESH, KubernetesError
@@ -324,15 +326,24 @@ def heal_namespace(api: Any, namespace: str, dry_run: bool = False, nft_hosts: S
                         _patch_label(api, namespace, pod["metadata"]["name"], key, add=False)
     except KubernetesError as e:
         errors.append(f"namespace {namespace}: {e}")
-    for host in nft_hosts:
-        try:
-            tables = rules.tables_in_ruleset(host.run(["nft", "list", "tables"], timeout=15).stdout)
-            for table in tables:
-                found.append(f"nft table {table} in {host.name}")
-                if not dry_run:
-                    host.run(["nft", "delete", "table", "inet", table], timeout=15)
-        except CommandError as e:
-            errors.append(f"{host.name}: {e}")
+    from ..hosts.fanout import FanOut
+
+    def tables_of(name: str, host: Any) -> List[str]:
+        tables = rules.tables_in_ruleset(host.run(["nft", "list", "tables"], timeout=15).stdout)
+        for table in tables:
+            if not dry_run:
+                host.run(["nft", "delete", "table", "inet", table], timeout=15)
+        return tables
+
+    # every pod at once (exec is one websocket per call): heal is as wide as the fan-out of a fault
+    hosts = {f"{h.name}#{i}": h for i, h in enumerate(nft_hosts)}
+    done = FanOut(hosts, concurrency).each(tables_of) if hosts else {}
+    for key, host in hosts.items():
+        outcome = done[key]
+        if outcome.ok:
+            found += [f"nft table {table} in {host.name}" for table in outcome.value]
+        else:
+            errors.append(f"{host.name}: {outcome.error}")
     return {"found": found, "errors": errors}
 
 

@@ -27,8 +27,9 @@ from .. import procs
 from ..errors import FaultError
 from ..hosts import CommandError
 from . import rules
-from .base import Fault, register
-from .network import host_gone
+from ..hosts.fanout import describe, failures
+from .base import Fault, PartialFault, register
+from .network import host_gone, spread_facts, unreachable
 
 __all__ = ["LatencyFault", "netem_available", "kernel_netem", "nfqueue_available", "latency_ruleset",
            "latency_leftovers", "remove_latency_chain"]
@@ -161,20 +162,28 @@ class LatencyFault(Fault):
             return "netem"
         return "nfqueue"
 
+    def prepare(self, platform: Any) -> Dict[str, str]:
+        return self.fan_out(platform).connect()
+
     def inject(self, platform: Any) -> Dict[str, Any]:
         if self._method(platform) == "nfqueue":
             return self._inject_nfqueue(platform)
         iface, delay = self.record.get("interface", "eth0"), f"{int(self.record['latency_ms'])}ms"
-        applied = []
-        for target in self.record["targets"]:
-            try:
-                platform.host(target).run(["tc", "qdisc", "add", "dev", iface, "root", "handle", "ce:", "netem",
-                                           "delay", delay], timeout=15)
-            except CommandError as e:
-                raise FaultError(f"could not add latency on {target} {iface} (an existing root qdisc is never "
-                                 f"replaced): {e}") from e
-            applied.append(target)
-        return {"applied_on": applied, "method": "netem"}
+        targets = list(self.record["targets"])
+        fan = self.fan_out(platform)
+        missing = fan.connect()
+        if missing:
+            raise unreachable(self.record["id"], targets, missing)
+        done = fan.each(lambda node, host: host.run(["tc", "qdisc", "add", "dev", iface, "root", "handle", "ce:",
+                                                     "netem", "delay", delay], timeout=15))
+        facts = dict(spread_facts(fan, done), applied_on=[t for t in targets if done[t].ok], method="netem")
+        failed = failures(done)
+        if failed:
+            names = [t for t in targets if t in failed]
+            raise PartialFault(f"could not add latency on {len(names)} of {len(targets)} targets' {iface} (an "
+                               f"existing root qdisc is never replaced): {describe(names, failed)}",
+                               dict(facts, failed_on=failed))
+        return facts
 
     def _inject_nfqueue(self, platform: Any) -> Dict[str, Any]:
         reason = nfqueue_available()
@@ -185,63 +194,76 @@ class LatencyFault(Fault):
         peer = next((a for a in r["addresses"] if "/" not in a), None)
         queue = _queue_number(r["id"])
         text = latency_ruleset(r, getattr(platform, "exempt_tcp_ports", lambda: [])(), deadline)
-        applied: List[str] = []
         baseline: Dict[str, float] = {}
         added: Dict[str, float] = {}
-        delayers: Dict[str, Dict[str, Any]] = {}
+        r["delayers"] = {}  # filled per target as each starts, so a failed inject's undo stops every one of them
+        r.setdefault("created_base", {})
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        for target in r["targets"]:
-            host = platform.host(target)
+
+        def one(target: str, host: Any) -> None:
             try:
                 if peer:
                     baseline[target] = _round_trip_ms(host, peer)
                 # detached, and recorded by PID + start time: undo signals exactly this process
                 env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-                delayers[target] = dict(procs.spawn(
+                r["delayers"][target] = dict(procs.spawn(
                     host.prefix() + [sys.executable, "-m", "chaosscheduler.faults.latency", "--delay-ms",
                                      str(float(r["latency_ms"])), "--queue", str(queue), "--until", f"{deadline:.3f}",
                                      "--name", _marker(r["id"])], os.devnull, env=env))
-                r["delayers"] = delayers
-                applied.append(target)
                 _wait_bound(host, queue)
                 hook = "INPUT" if r["direction"] == "from" else "OUTPUT"
                 if host.run(["nft", "list", "chain", "ip", "filter", hook], timeout=15, check=False).returncode:
                     # iptables-nft creates the base chain (and its table) for our jump: ours to remove on undo
                     absent = host.run(["nft", "list", "table", "ip", "filter"], timeout=15, check=False).returncode
-                    r.setdefault("created_base", {})[target] = "table" if absent else "chain"
+                    r["created_base"][target] = "table" if absent else "chain"
                 host.run(["iptables-restore", "--noflush", "-w"], input=text, timeout=15)
                 if peer:
                     added[target] = round(_round_trip_ms(host, peer) - baseline[target], 3)
             except (CommandError, TimeoutError) as e:
-                raise FaultError(f"could not add latency on {target} through NFQUEUE: {e}") from e
-        return {"applied_on": applied, "method": "nfqueue", "queue": queue, "measured_to": peer,
-                "baseline_ms": baseline, "measured_added_ms": added, "created_base": r.get("created_base", {}),
-                "delayers": delayers}
+                raise FaultError(f"through NFQUEUE: {e}") from e
+
+        fan = self.fan_out(platform)
+        done = fan.each(one)
+        targets = list(r["targets"])
+        facts = dict(spread_facts(fan, done), applied_on=[t for t in targets if done[t].ok], method="nfqueue",
+                     queue=queue, measured_to=peer, baseline_ms=baseline, measured_added_ms=added,
+                     created_base=r["created_base"], delayers=r["delayers"])
+        failed = failures(done)
+        if failed:
+            names = [t for t in targets if t in failed]
+            raise PartialFault(f"could not add latency on {len(names)} of {len(targets)} targets: "
+                               f"{describe(names, failed)}", dict(facts, failed_on=failed))
+        return facts
 
     def undo(self, platform: Any) -> Dict[str, Any]:
         if self.record.get("method") == "nfqueue" or (not self.record.get("method") and
                                                         self._method(platform) == "nfqueue"):
             return self._undo_nfqueue(platform)
         iface = self.record.get("interface", "eth0")
-        removed, gone = [], []
-        for target in self.record["targets"]:
-            try:
-                platform.host(target).run(["tc", "qdisc", "del", "dev", iface, "root", "handle", "ce:", "netem"],
-                                          timeout=15)
-                removed.append(target)
-            except CommandError as e:
-                if not (host_gone(e) or "Invalid handle" in (e.stderr or "")):
-                    raise FaultError(f"could not remove latency from {target}: {e}") from e
-                gone.append(target)
-        return {"removed_from": removed, "already_gone": gone}
+        targets = list(self.record["targets"])
+        fan = self.fan_out(platform)
+        missing = fan.connect()
+        reachable = [t for t in targets if t not in missing]
+        done = fan.each(lambda node, host: host.run(["tc", "qdisc", "del", "dev", iface, "root", "handle", "ce:",
+                                                     "netem"], timeout=15), reachable)
+        removed = [t for t in reachable if done[t].ok]
+        gone = [t for t in reachable if not done[t].ok and (host_gone(done[t].error) or
+                                                             "Invalid handle" in (done[t].error.stderr or ""))]
+        errors = {t: e for t, e in failures(done).items() if t not in gone}
+        errors.update(missing)
+        facts = dict(spread_facts(fan, {t: done[t] for t in removed}, "removed_at"), removed_from=removed,
+                     already_gone=gone)
+        if errors:
+            names = [t for t in targets if t in errors]
+            raise PartialFault(f"could not remove latency from {len(names)} of {len(targets)} targets: "
+                               f"{describe(names, errors)}", dict(facts, failed_on=errors))
+        return facts
 
     def _undo_nfqueue(self, platform: Any) -> Dict[str, Any]:
         fault_id = self.record["id"]
         chain = _chain(fault_id)
         hook = "INPUT" if self.record.get("direction") == "from" else "OUTPUT"
-        removed, gone, errors = [], [], []
-        for target in self.record["targets"]:
-            host = platform.host(target)
+        def one(target: str, host: Any) -> str:
             try:
                 results = remove_latency_chain(host, hook, fault_id)
                 created = (self.record.get("created_base") or {}).get(target)
@@ -255,20 +277,28 @@ class LatencyFault(Fault):
                 procs.terminate((self.record.get("delayers") or {}).get(target) or {}, signal.SIGTERM)
             except CommandError as e:
                 if host_gone(e):
-                    gone.append(target)
-                else:
-                    errors.append(f"{target}: {e}")
-                continue
+                    return "gone"
+                raise
             failed = [r.stderr.strip() for r in results if r.returncode != 0]
             if not failed:
-                removed.append(target)
-            elif all(_ABSENT.search(f) for f in failed):
-                gone.append(target)
-            else:
-                errors.append(f"{target}: {failed[0][:200]}")
+                return "removed"
+            if all(_ABSENT.search(f) for f in failed):
+                return "gone"
+            raise FaultError(failed[0][:200])
+
+        fan = self.fan_out(platform)
+        done = fan.each(one)
+        targets = list(self.record["targets"])
+        removed = [t for t in targets if done[t].ok and done[t].value == "removed"]
+        gone = [t for t in targets if done[t].ok and done[t].value == "gone"]
+        facts = dict(spread_facts(fan, {t: done[t] for t in removed}, "removed_at"), removed_from=removed,
+                     already_gone=gone)
+        errors = failures(done)
         if errors:
-            raise FaultError(f"could not remove chain {chain} from {'; '.join(errors)}")
-        return {"removed_from": removed, "already_gone": gone}
+            names = [t for t in targets if t in errors]
+            raise PartialFault(f"could not remove chain {chain} from {describe(names, errors)}",
+                               dict(facts, failed_on=errors))
+        return facts
 
 
 _JUMP = re.compile(r'^-A (INPUT|OUTPUT) .*--comment "?chaosscheduler (f[a-z0-9]+)"? -j (csq-f[a-z0-9]+)\s*$')

@@ -20,7 +20,7 @@ from ..errors import ChaosSchedulerError, FaultError
 from ..ledger import OPEN_STATES, Ledger
 from .base import fault_class
 
-__all__ = ["inject", "undo", "undo_open", "spawn_reaper"]
+__all__ = ["inject", "undo", "undo_open", "spawn_reaper", "start_facts"]
 
 logger = logging.getLogger("chaostoolkit")
 
@@ -47,9 +47,21 @@ def spawn_reaper(ledger: Ledger, fault_id: str, record: Optional[Dict[str, Any]]
                         "--fault", fault_id], log, env=env, owner=f"reaper:{ledger.home}")
 
 
+def start_facts(facts: Dict[str, Any], before: float) -> Dict[str, Any]:
+    """``started_at`` of a fault from its inject facts: the moment the **last** host was cut (the true start of a
+    partition over many hosts), with ``first_applied_at`` and the spread kept beside it by the fault itself; for a
+    fault that reports no per-host time, ``before`` (taken just before injecting)."""
+    applied = facts.get("applied_at")
+    if isinstance(applied, dict) and applied:
+        return {"started_at": max(applied.values())}
+    return {"started_at": before}
+
+
 def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
            before_inject: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
     """Record, inject and arm ``record``; return the stored record. Raises FaultError with nothing left applied."""
+    if not record.get("concurrency") and getattr(platform, "concurrency", None):
+        record = dict(record, concurrency=platform.concurrency)  # the reaper and heal undo as wide as we injected
     fault = fault_class(record["kind"])(record)
     if record.get("duration"):
         # a provisional deadline, so that the reaper armed now undoes the fault even if this process dies between
@@ -60,23 +72,32 @@ def inject(ledger: Ledger, record: Dict[str, Any], platform: Any,
         record = ledger.update(record["id"], reaper=dict(spawn_reaper(ledger, record["id"], record)))
     if before_inject:
         before_inject()
-    started_at = time.time()
+    before = time.time()
     try:
         facts = fault.inject(platform)
     except BaseException as e:
-        try:
-            fault.undo(platform)
+        partial = dict(getattr(e, "facts", None) or {})
+        try:  # nothing_applied: the fault failed before touching any host (one could not be reached)
+            undone = {} if partial.get("nothing_applied") else fault.undo(platform)
             ledger.update(record["id"], state="failed", error=str(e).splitlines()[0] if str(e) else repr(e),
-                          undone_at=time.time())
+                          undone_at=time.time(), undo_result=undone, **partial)
         except Exception as cleanup_error:  # leave it open: heal will retry
-            ledger.update(record["id"], error=f"{e}; cleanup failed: {cleanup_error}")
+            ledger.update(record["id"], error=f"{e}; cleanup failed: {cleanup_error}", **partial)
+            if not isinstance(e, Exception):
+                raise
+            raise FaultError(f"{e}; removing what was applied failed too ({cleanup_error}): run "
+                             f"'chaosscheduler heal'") from e
+        applied = partial.get("applied_on") or []
+        if isinstance(e, ChaosSchedulerError) and applied:
+            raise FaultError(f"{e}; removed again from the {len(applied)} host(s) where it was applied") from e
         if isinstance(e, ChaosSchedulerError):
             raise
         if isinstance(e, Exception):
             raise FaultError(f"could not inject fault {record['id']}: {e}") from e
         raise
-    deadline = started_at + record["duration"] if record.get("duration") else None
-    return ledger.update(record["id"], state="active", started_at=started_at, deadline=deadline, **facts)
+    facts.update(start_facts(facts, before))
+    deadline = facts["started_at"] + record["duration"] if record.get("duration") else None
+    return ledger.update(record["id"], state="active", deadline=deadline, **facts)
 
 
 def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = None) -> Dict[str, Any]:
@@ -95,6 +116,10 @@ def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = 
         if stored.get("state") in OPEN_STATES:
             stored.update(state="expired" if reason == "expired" else "undone", undone_at=time.time(),
                           undo_result=facts)
+            if facts.get("removed_at"):  # per host, beside applied_at (the fault's end on each host)
+                stored.update({k: v for k, v in facts.items() if k.startswith(("removed_", "first_removed",
+                                                                                  "last_removed"))
+                               and k != "removed_from"})
 
     record = ledger.update_with(fault_id, close)
     reaper = record.get("reaper")

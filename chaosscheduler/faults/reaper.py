@@ -24,26 +24,38 @@ from .lifecycle import copy_path, undo
 
 CHECK_EVERY = 0.25
 WARM_BEFORE = 1.0  # seconds before the deadline: import what the undo needs (not at start, while injecting)
+WARM_PER_HOST = 0.025  # ... plus this per target: the connections to every target are opened before the deadline
+
+
+def warm_before(record: Dict[str, Any]) -> float:
+    """Seconds before the deadline to prepare: longer for a fault over many hosts (connecting them all first)."""
+    return min(10.0, WARM_BEFORE + WARM_PER_HOST * len(record.get("targets") or []))
 
 
 def _log(fault_id: str, message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} reaper {fault_id}: {message}", flush=True)
 
 
-def _warm(record: Dict[str, Any]) -> None:
-    """Import now what undoing ``record`` will need (the platform and fault modules: ~50 ms on 2 cores), so that
-    the deadline does not pay for it. Building a platform from its reference does no I/O."""
+def _warm(record: Dict[str, Any]) -> Any:
+    """Import now what undoing ``record`` will need (the platform and fault modules: ~50 ms on 2 cores) and open the
+    connections to every target at once (a fault over many SSH hosts), so that the deadline only pays for the undo
+    commands themselves. Returns the platform (reused by the undo), or None."""
     from ..platforms import from_reference
 
     with contextlib.suppress(Exception):  # a bad record is reported at the deadline, by the undo itself
-        fault_class(record["kind"])
-        from_reference(record["platform"])
+        platform = from_reference(record["platform"])
+        if platform.available() is None:
+            missing = fault_class(record["kind"])(record).prepare(platform)
+            if missing:
+                _log(record["id"], f"cannot reach {', '.join(sorted(missing))} yet; will retry at the deadline")
+        return platform
+    return None
 
 
-def _undo_from_copy(record: Dict[str, Any]) -> None:
+def _undo_from_copy(record: Dict[str, Any], platform: Any = None) -> None:
     from ..platforms import from_reference
 
-    platform = from_reference(record["platform"])
+    platform = platform or from_reference(record["platform"])
     if platform.available() is None:
         fault_class(record["kind"])(record).undo(platform)
 
@@ -62,6 +74,7 @@ def main() -> int:
         copy = None
     ledger_ok = True
     warmed = False
+    platform = None
     started = time.monotonic()
     while True:
         try:
@@ -82,8 +95,8 @@ def main() -> int:
         left = record["deadline"] - time.time()
         if left <= 0:
             break
-        if not warmed and left <= WARM_BEFORE:
-            _warm(record)
+        if not warmed and left <= warm_before(record):
+            platform = _warm(record)
             warmed = True
             continue
         time.sleep(min(left, CHECK_EVERY))
@@ -91,15 +104,16 @@ def main() -> int:
     for attempt in range(20):
         try:
             if ledger_ok:
-                record = undo(ledger, args.fault, reason="expired")
+                record = undo(ledger, args.fault, reason="expired", platform=platform)
                 _log(args.fault, f"{record['state']} {time.time() - deadline:.3f} s after the deadline")
             else:
-                _undo_from_copy(record)
+                _undo_from_copy(record, platform)
                 _log(args.fault, f"undone from my copy {time.time() - deadline:.3f} s after the deadline; "
                                  f"the ledger could not record it")
             return 0
         except Exception as e:  # keep trying: a transient failure must not leave the fault in place
             _log(args.fault, f"undo failed ({e}); retrying")
+            platform = None  # rebuilt (fresh connections) for the next attempt
             time.sleep(min(0.5 * (attempt + 1), 5))
             try:
                 ledger.get(args.fault)

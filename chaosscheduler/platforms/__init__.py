@@ -16,6 +16,12 @@ __all__ = ["Platform", "for_settings", "from_reference"]
 
 
 def for_settings(settings: Settings, secrets: Optional[Dict[str, Any]] = None) -> Platform:
+    platform = _for_settings(settings, secrets)
+    platform.concurrency = settings.concurrency  # how many hosts a fault talks to at once (recorded with the fault)
+    return platform
+
+
+def _for_settings(settings: Settings, secrets: Optional[Dict[str, Any]] = None) -> Platform:
     if settings.platform == "testbed":
         from .testbed import TestbedPlatform
 

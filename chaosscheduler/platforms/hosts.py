@@ -29,11 +29,14 @@ class HostsPlatform(Platform):
     kind = "hosts"
 
     def __init__(self, description: Dict[str, Any], prometheus_base_url: str = "",
-                 secrets: Optional[Dict[str, Any]] = None, poll_interval: float = 0.01):
+                 secrets: Optional[Dict[str, Any]] = None, poll_interval: Optional[float] = None):
+        from ..pacing import default_poll_interval
+
         self.description = description
         self.prometheus_base_url = prometheus_base_url
         self.secrets = secrets or {}
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if poll_interval is not None else \
+            default_poll_interval("hosts", description)
         self.same_clock = bool(description.get("same_clock"))
         self._nodes = {n["name"]: dict(n, role=role) for role in ("masters", "workers", "registry")
                        for n in description[role]}
@@ -213,8 +216,9 @@ class HostsPlatform(Platform):
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ remote self-expiry
-    def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> None:
-        self.host(node).expire_later(marker, seconds, argv)
+    def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> Dict[str, Any]:
+        """Arm the host's own timer; returns what :meth:`disarm_expiry` needs to stop it cheaply."""
+        return self.host(node).expire_later(marker, seconds, argv)
 
-    def disarm_expiry(self, node: str, marker: str) -> bool:
-        return self.host(node).cancel_expiry(marker)
+    def disarm_expiry(self, node: str, marker: str, timer: Optional[Dict[str, Any]] = None) -> bool:
+        return self.host(node).cancel_expiry(marker, timer)

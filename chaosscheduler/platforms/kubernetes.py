@@ -70,12 +70,15 @@ class KubernetesPlatform(Platform):
     fault_kinds = {"process": "kubernetes-pod", "network": "kubernetes-network", "latency": "kubernetes-network"}
 
     def __init__(self, description: Dict[str, Any], prometheus_base_url: str = "",
-                 secrets: Optional[Dict[str, Any]] = None, poll_interval: float = 0.01,
+                 secrets: Optional[Dict[str, Any]] = None, poll_interval: Optional[float] = None,
                  client: Optional[Dict[str, str]] = None):
+        from ..pacing import default_poll_interval
+
         self.description = description
         self.prometheus_base_url = prometheus_base_url
         self.secrets = dict(client or {}, **(secrets or {}))
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if poll_interval is not None else \
+            default_poll_interval("kubernetes", kubernetes=description)
         self.same_clock = bool(description.get("same_clock"))
         self._api: Optional[KubeAPI] = None
         self._lists: Dict[str, Tuple[float, List[Dict[str, Any]]]] = {}
@@ -385,7 +388,7 @@ class KubernetesPlatform(Platform):
             nft_pods = [self.host(p["metadata"]["name"]) for p in self.role_pods("workers", required=False)]
         for namespace in self.role_namespaces():
             part = heal_namespace(self.api, namespace, dry_run,
-                                  [h for h in nft_pods if h.namespace == namespace])
+                                  [h for h in nft_pods if h.namespace == namespace], getattr(self, "concurrency", None))
             report["found"] += part["found"]
             report["errors"] += part["errors"]
         return report

@@ -10,6 +10,7 @@ closed with the v5 CLOSE signal, so ``nft -f -`` reads its rules and ends).
 """
 
 import json
+import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import ChaosSchedulerError, ConfigurationError
@@ -64,6 +65,11 @@ class KubeAPI:
         self.networking = client.NetworkingV1Api(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
         self.host = self.api_client.configuration.host
+        # kubernetes.stream.stream() swaps the ApiClient's call_api while it opens the websocket: exec gets a client
+        # of its own, and the swap is serialised, so a fan-out's concurrent execs never see each other's (the
+        # exchange itself, after the handshake, runs concurrently)
+        self._exec_core = client.CoreV1Api(client.ApiClient(self.api_client.configuration))
+        self._exec_lock = threading.Lock()
 
     # ------------------------------------------------------------------ transport
     def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -187,7 +193,8 @@ class KubeAPI:
         if container:
             kwargs["container"] = container
         try:
-            ws = stream(self.core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
+            with self._exec_lock:
+                ws = stream(self._exec_core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
         except ApiException as e:
             message = _status_message(e.body) if e.body else str(e.reason)
             if e.status == 404 or "404" in str(e.reason):

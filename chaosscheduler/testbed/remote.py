@@ -175,5 +175,7 @@ def hosts_vars(spec: ClusterSpec, state_dir: str, nodes: List[Node], files: Any)
         hosts["metrics"] = {"scrape_interval": SCRAPE_INTERVAL}
         configuration["prometheus_base_url"] = f"http://{OPERATOR_ADDRESS}:{PROMETHEUS_PORT}"
     else:
-        hosts["leader"] = {"source": "http", "url": "http://{address}:8080/api/leader", "json_path": "leader"}
+        # since_path: the new leader's own election timestamp, so accuracy does not depend on the poll interval
+        hosts["leader"] = {"source": "http", "url": "http://{address}:8080/api/leader", "json_path": "leader",
+                           "since_path": "since"}
     return {"configuration": configuration}

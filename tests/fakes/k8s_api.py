@@ -104,6 +104,7 @@ class FakeCluster:
         self.nft: Dict[Tuple[str, str], Dict[str, str]] = {}
         self.requests: List[Dict[str, Any]] = []
         self.execs: List[Dict[str, Any]] = []
+        self.exec_seconds = 0.0  # how long each exec takes after its command ran (outside the lock): shows overlap
         self.elections: List[Dict[str, Any]] = []
         self.deletions: List[Dict[str, Any]] = []
         self._events: List[Tuple[float, int, Callable[[], None]]] = []
@@ -538,8 +539,13 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 if data[:1] == b"\x00":
                     stdin += data[1:].decode()
+        started = time.time()
         with fake.lock:
             code, out, err = fake.exec(m.group(1), m.group(2), container, query.get("command") or [], stdin)
+            entry = fake.execs[-1]
+        if fake.exec_seconds:
+            time.sleep(fake.exec_seconds)  # the container's command running (each exec has its server thread)
+        entry.update(started=started, ended=time.time())
         if out:
             _write_frame(self.wfile, 2, b"\x01" + out.encode())
         if err:

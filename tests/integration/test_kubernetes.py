@@ -331,6 +331,46 @@ def test_exec_nft_mode_applies_our_own_table_in_the_pods_and_undo_deletes_it(fak
     assert fake.nft[(NS, "scheduler-worker-2")] == {}
 
 
+def overlapping(execs):
+    """Whether every exec's [started, ended] interval overlaps every other's: they all ran at once."""
+    return all(a["started"] < b["ended"] and b["started"] < a["ended"] for a in execs for b in execs if a is not b)
+
+
+def test_exec_nft_mode_cuts_every_pod_at_once_and_heals_them_at_once(fake, home):
+    """Fake API server (none can run here); each exec takes 0.3 s in the container. The table goes into every target
+    pod at once (the execs overlap; one after another they could not), the record's started_at is the last pod's
+    applied_at, and undo removes it from every pod at once too."""
+    cfg, sec = configuration(network={"mode": "exec-nft"}), secrets(fake)
+    cfg["chaosscheduler_max_worker_share"] = 1
+    fake.exec_seconds = 0.3
+    record = actions.partition_workers(workers="all", peers="masters", duration=30, configuration=cfg, secrets=sec)
+    workers = fake.pod_names("scheduler-worker")
+    applies = [e for e in fake.execs if e["argv"] == ["nft", "-f", "-"]]
+    assert sorted(e["pod"] for e in applies) == sorted(workers) == sorted(record["applied_on"])
+    assert overlapping(applies), [(e["pod"], e["started"], e["ended"]) for e in applies]
+    assert record["started_at"] == max(record["applied_at"].values()) == record["last_applied_at"]
+    assert record["first_applied_at"] == min(record["applied_at"].values())
+    assert record["fanout"]["concurrency"] == 16
+    fake.execs.clear()
+    rollbacks.heal_partition(configuration=cfg, secrets=sec)
+    deletes = [e for e in fake.execs if e["argv"][:3] == ["nft", "delete", "table"]]
+    assert sorted(e["pod"] for e in deletes) == sorted(workers) and overlapping(deletes)
+    assert all(fake.nft[(NS, w)] == {} for w in workers)
+    assert set(Ledger(home).get(record["id"])["removed_at"]) == set(workers)
+
+
+def test_exec_nft_mode_with_a_width_of_one_cuts_pod_after_pod(fake, home):
+    """Fake API server. ``chaosscheduler_concurrency: 1`` is the old serial behaviour: no two execs overlap."""
+    cfg, sec = configuration(network={"mode": "exec-nft"}), secrets(fake)
+    cfg.update(chaosscheduler_max_worker_share=1, chaosscheduler_concurrency=1)
+    fake.exec_seconds = 0.05
+    record = actions.partition_workers(workers="all", peers="masters", duration=30, configuration=cfg, secrets=sec)
+    applies = sorted((e for e in fake.execs if e["argv"] == ["nft", "-f", "-"]), key=lambda e: e["started"])
+    assert len(applies) == len(record["targets"]) > 1
+    assert all(a["ended"] <= b["started"] for a, b in zip(applies, applies[1:]))
+    rollbacks.heal_partition(configuration=cfg, secrets=sec)
+
+
 # ---------------------------------------------------------------------------------------------------- heal
 def test_heal_from_the_cluster_removes_only_our_labelled_objects(home, run_id, monkeypatch, tmp_path):
     """Fake API server (none can run here). With the ledger gone, ``chaosscheduler heal --from-hosts

@@ -253,7 +253,8 @@ def test_concurrent_writers_in_several_processes_lose_no_record(ledger):
 # ---------------------------------------------------------------------------------------------------- config.load
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for name in ("CHAOSSCHEDULER_PLATFORM", "CHAOSSCHEDULER_CLUSTER", "CHAOSSCHEDULER_HOME"):
+    for name in ("CHAOSSCHEDULER_PLATFORM", "CHAOSSCHEDULER_CLUSTER", "CHAOSSCHEDULER_HOME",
+                 "CHAOSSCHEDULER_POLL_INTERVAL", "CHAOSSCHEDULER_CONCURRENCY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     return monkeypatch
@@ -330,9 +331,11 @@ BAD = [
     ("chaosscheduler_max_worker_share", True), ("chaosscheduler_max_worker_share", "0.5"),
     ("chaosscheduler_max_worker_share", float("nan")), ("chaosscheduler_max_worker_share", [0.5]),
     ("chaosscheduler_poll_interval", 0), ("chaosscheduler_poll_interval", 0.0005),
-    ("chaosscheduler_poll_interval", 10.5), ("chaosscheduler_poll_interval", -1),
-    ("chaosscheduler_poll_interval", True), ("chaosscheduler_poll_interval", "0.1"),
-    ("chaosscheduler_poll_interval", float("nan")),
+    ("chaosscheduler_poll_interval", 60.5), ("chaosscheduler_poll_interval", -1),
+    ("chaosscheduler_poll_interval", True), ("chaosscheduler_poll_interval", "fast"),
+    ("chaosscheduler_poll_interval", [0.1]), ("chaosscheduler_poll_interval", float("nan")),
+    ("chaosscheduler_poll_interval", "0"), ("chaosscheduler_concurrency", 0), ("chaosscheduler_concurrency", 1025),
+    ("chaosscheduler_concurrency", 2.5), ("chaosscheduler_concurrency", "many"), ("chaosscheduler_concurrency", True),
 ]
 
 

@@ -70,12 +70,16 @@ class Source(LeaderSource):
         masters = self.env.masters
         errors: List[str] = []
         if o["mode"] == "name":
-            for master in masters:
+            # the master that answered last is asked first: a dead master costs no request per poll (polite polling)
+            first = getattr(self, "_answered", 0) % max(1, len(masters))
+            for index in list(range(first, len(masters))) + list(range(first)):
+                master = masters[index]
                 try:
                     document = self._get(master)
                 except ChaosSchedulerError as e:
                     errors.append(str(e))
                     continue
+                self._answered = index
                 leader = match_master(json_path(document, o["json_path"]), masters, o["names"])
                 since = json_path(document, o["since_path"]) if o["since_path"] else None
                 return {"leader": leader, "since": since if isinstance(since, (int, float)) else None,

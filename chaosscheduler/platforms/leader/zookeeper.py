@@ -4,7 +4,7 @@
   ``Election``/``Lock`` recipes, Curator's ``LeaderLatch``/``InterProcessMutex`` as DolphinScheduler uses them);
   the child with the lowest sequence number leads. It names its master by its data (``json_path`` into JSON data,
   or the text itself), or, with ``identity: "name"``, by the child's name before the sequence number.
-* ``mode: "node"``: the data of ``path`` names the leader.
+* ``mode: "node"``: the data of ``path`` names the leader; the znode's ``ctime`` (ZooKeeper's own clock) is ``since``.
 
 ``hosts`` defaults to the registry nodes on port 2181. Resolution: the poll interval plus one request; note that
 after a ``kill -9`` of the leader ZooKeeper itself only lets the next candidate lead when the dead one's session
@@ -88,8 +88,10 @@ class Source(LeaderSource):
         path = self.options["path"].rstrip("/") or "/"
         try:
             if self.options["mode"] == "node":
-                data, _ = client.get(path)
-                return {"leader": self._name(data, None)}
+                data, stat = client.get(path)
+                # the winner creates the leader znode: its ctime is the server's own timestamp of the election
+                leader = self._name(data, None)
+                return {"leader": leader, "since": stat.ctime / 1000.0 if leader and stat.ctime else None}
             children = client.get_children(path)
             ordered: List[str] = sorted((c for c in children if _SEQUENCE.match(c)),
                                         key=lambda c: _SEQUENCE.match(c).group(2))
