@@ -19,9 +19,10 @@ __all__ = ["history", "submissions", "task_success", "consistency", "stall", "re
 logger = logging.getLogger("chaostoolkit")
 SOURCE = "witness"
 POLL = 0.5  # seconds between two readings of the witness history (each one collects the evidence as it is now)
-# a task on a cut worker that finished within this long after the fault's recorded start, and was not run again, is
-# not judged: the start is stamped before the rules are applied, so its completion may have got through
-CUT_MARGIN = 1.0
+# a task on a cut worker that finished within this long after the fault's recorded start (plus the spread of a fault
+# applied to several hosts one after another), and was not run again, is not judged: it may have finished before its
+# own host was cut (the two clocks' readings are taken in different processes)
+CUT_MARGIN = 0.1
 
 
 def _witness() -> Any:
@@ -231,9 +232,11 @@ def stall(ctx: Context, t0: float, timeout: float) -> Optional[Dict[str, Any]]:
     return measured
 
 
-def rescheduling(ctx: Context, targets: List[str], t0: float, bound: float) -> Optional[Dict[str, Any]]:
+def rescheduling(ctx: Context, targets: List[str], t0: float, bound: float,
+                 spread: float = 0.0) -> Optional[Dict[str, Any]]:
     """For our tasks running on ``targets`` at ``t0``: when each started again on another host (seconds after the
-    cut), waiting until every one did or ``bound`` seconds after the cut."""
+    cut), waiting until every one did or ``bound`` seconds after the cut. ``spread``: how long before ``t0`` the
+    first target was cut (a fault applied host after host)."""
     if history(ctx) is None:
         return None
 
@@ -247,7 +250,7 @@ def rescheduling(ctx: Context, targets: List[str], t0: float, bound: float) -> O
     for v in found["tasks"]:
         ends = [r["end"] for r in runs.get(v["task"], []) if r["node"] in targets and r["end"] is not None
                 and r["start"] is not None and r["start"] <= t0 < r["end"]]
-        if v["latency"] is None and ends and min(ends) <= t0 + CUT_MARGIN:
+        if v["latency"] is None and ends and min(ends) <= t0 + CUT_MARGIN + spread:
             at_cut.append(v["task"])  # finished as the cut came: its completion may have got through
     per_task = {v["task"]: {"moved": None if v["latency"] is None else round(v["latency"], 6),
                             "completed": None if v["latency"] is None else round(v["latency"], 6)}

@@ -180,7 +180,8 @@ def _rescheduling(ctx: Context, name: str, fault_id: str, bound: float) -> Dict[
         return {"early": early}
     t0 = fault["started_at"]
     targets = victims(ctx, fault, bound)
-    witnessed = evidence.rescheduling(ctx, targets, t0, bound)
+    spread = max(0.0, t0 - (fault.get("first_applied_at") or t0))
+    witnessed = evidence.rescheduling(ctx, targets, t0, bound, spread)
     if witnessed is not None:
         return dict(witnessed, fault=fault)
     forms = forms_of(ctx)
