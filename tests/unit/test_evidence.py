@@ -75,7 +75,7 @@ def test_a_task_whose_completion_report_was_cut_off_and_ran_again_is_a_reexecuti
 def test_rescheduling_by_identity_leaves_out_a_task_that_finished_as_the_cut_came(ctx):
     events = [("invoke", t, T0) for t in "abc"] + [("ok", t, T0 + 0.1) for t in "abc"]
     runs = [("a", "w1", T0 + 1, None, "1"), ("a", "w2", T0 + 16, T0 + 20, "2"),
-            ("b", "w1", T0 + 1, T0 + 10.4, "1"),                         # ended 0.4 s after the cut, never again
+            ("b", "w1", T0 + 1, T0 + 10.05, "1"),                        # ended 0.05 s after the cut, never again
             ("c", "w1", T0 + 1, T0 + 30, "1")]                          # ran on, cut off, never again
     found = evidence.rescheduling(ctx(history(events, runs, end=T0 + 80)), ["w1"], T0 + 10, bound=60)
     assert found["finished_at_cut"] == ["b"]
