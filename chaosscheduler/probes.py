@@ -210,7 +210,7 @@ def rescheduling_success_rate(deadline: float = 60.0, fault_id: str = "", config
     """Of the tasks that were running on the lost worker(s) when this run's latest isolate_worker or
     partition_workers (or ``fault_id``, or another provider's action: then the workers the platform declared dead)
     cut them off, the share that ran again on *another* worker within ``deadline`` seconds of the fault, judged task
-    by task (witness: started again elsewhere and finished; records: completed on another worker). A ratio with n and
+    by task (witness: started again on another host; records: completed on another worker). A ratio with n and
     one-sided 95 % bounds; no task running there: undecided (fails: nothing was shown). Waits until every such task
     has settled or the deadline has passed."""
     name = "rescheduling_success_rate"
