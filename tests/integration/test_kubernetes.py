@@ -128,7 +128,7 @@ def test_kill_master_deletes_the_leader_pod_with_grace_zero_and_the_lease_times_
     # resolution: the poll interval plus one request (stated with the measurement); the fake elects after 0.5 s
     assert truth - 0.01 <= elapsed <= truth + 0.5, (elapsed, truth)
     stored = Ledger(home).get(record["id"])["measurements"]["leader_election_time"]
-    assert stored["new_leader"] == election["leader"] and "lease" in stored["resolution"]
+    assert stored["new_leader"] == election["leader"] and "lease" in stored["source"]
 
     result = rollbacks.restart_master(configuration=cfg, secrets=sec)
     assert result["undone"] == [record["id"]]
