@@ -167,8 +167,9 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_afte
         time.sleep(max(ctx.settings.poll_interval, 0.1))
     judged = ["lost", "duplicated", "run_twice"] + ([] if allow_rerun_after_loss else ["reexecuted_after_loss"])
     bad = set().union(*(found[k] for k in judged))
+    stale = sum(len(t.get("stale_completions") or []) for t in tasks)
     measured = ratio(len(ids) - len(bad), len(ids), "the platform's task records", 0.001, anomalies=len(bad),
-                     accepted=len(ids), counts={k: len(v) for k, v in found.items()},
+                     accepted=len(ids), counts={k: len(v) for k, v in found.items()}, stale_completions=stale,
                      **{k: v[:100] for k, v in found.items()},
                      reason="" if ids else "no task was accepted: is there any load?", **details)
     measured["ratio"] = measured["value"]  # the name older experiments' range tolerances target
