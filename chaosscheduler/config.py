@@ -15,6 +15,7 @@ Keys (all optional; environment variables give the defaults so one experiment fi
                                       a number or a numeric string (env CHAOSSCHEDULER_POLL_INTERVAL)
     chaosscheduler_concurrency        hosts a fault talks to at once; null/absent = the platform's default
                                       (testbed 32, hosts 128, kubernetes 16; env CHAOSSCHEDULER_CONCURRENCY)
+    chaosscheduler_witness            the witness workload: rate, duration, submitter... or false (docs/witness.md)
     prometheus_base_url               Prometheus for the metrics forms of the probes (shared with
                                       chaostoolkit-prometheus)
 """
@@ -34,7 +35,7 @@ __all__ = ["Settings", "load", "current_run", "set_current_run", "PLATFORMS"]
 PLATFORMS = ("testbed", "hosts", "kubernetes")
 PREFIX = "chaosscheduler_"
 KNOWN = {"platform", "cluster", "home", "testbed", "hosts", "kubernetes", "max_worker_share", "poll_interval",
-         "concurrency"}
+         "concurrency", "witness"}
 
 # Faults are attributed to a run. The control sets one per experiment; without the control every process is its own
 # run, so probes never mistake an earlier run's fault for this one's.
@@ -64,6 +65,7 @@ class Settings:
     kubernetes: Optional[Dict[str, Any]] = None   # the validated chaosscheduler_kubernetes (docs/kubernetes.md)
     concurrency: int = 32                         # hosts a fault talks to at once (pacing.py)
     poll_interval_default: bool = False           # poll_interval is the platform's default, not configured
+    witness: Optional[Dict[str, Any]] = None      # the validated chaosscheduler_witness (docs/witness.md)
 
     def cluster_spec(self) -> ClusterSpec:
         """The embedded cluster these settings describe (validated)."""
@@ -125,12 +127,15 @@ def load(configuration: Optional[Dict[str, Any]] = None) -> Settings:
         hosts = None
     from .platforms.kubernetes_config import from_configuration as _kubernetes  # (platforms imports config)
 
+    from .witness.options import parse as _witness  # validated now, so a var file's mistake shows at once
+
     kubernetes = _kubernetes(platform, get("kubernetes", None, None))
     settings = Settings(platform=platform, cluster=cluster, home=os.path.abspath(home), testbed=dict(testbed),
                         max_worker_share=None if share is None else float(share),
                         poll_interval=poll if poll is not None else pacing.default_poll_interval(platform, hosts,
                                                                                                  kubernetes),
                         hosts=hosts, prometheus_base_url=prometheus.rstrip("/"), kubernetes=kubernetes,
-                        concurrency=width or pacing.default_concurrency(platform), poll_interval_default=poll is None)
+                        concurrency=width or pacing.default_concurrency(platform), poll_interval_default=poll is None,
+                        witness=_witness(get("witness", None, None), platform))
     settings.cluster_spec()  # validate the testbed settings now, with the key named
     return settings

@@ -10,6 +10,7 @@ Followers accept job submissions and completion reports and forward them to the 
 """
 
 import json
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -69,11 +70,16 @@ class Master(MasterAPI):
         self.declarations: Dict[str, List[float]] = {}   # name -> times it was declared dead (history)
         self.unreachable: Dict[str, float] = {}          # worker -> monotonic time until we retry it
         self.dispatcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch")
-        self.dispatch_failures: List[Tuple[str, int, str]] = []
+        self.dispatch_failures: List[Tuple[str, int, str, bool]] = []  # (task, attempt, worker, refused)
         self.last_reconcile = 0.0
         self.seen_other_leader = False  # knob stall_after_election: only a failover's winner stalls
         self.stall_until = 0.0
         self.last_merge = 0.0
+        self.rng = random.Random()
+
+    def knob(self, share: float) -> bool:
+        """Whether a broken-platform knob given as a share (0 = never, 1 = always) strikes this time."""
+        return share > 0 and (share >= 1 or self.rng.random() < share)
 
     # ------------------------------------------------------------------ election
     def election_step(self) -> None:
@@ -185,9 +191,9 @@ class Master(MasterAPI):
             self._step_down("shutdown")
 
     # ------------------------------------------------------------------ fenced writes
-    def _write(self, puts: Dict[str, Any]) -> None:
-        """Write ``puts`` (key -> JSON value) in one transaction fenced on our leadership."""
-        ops = [self.tx.put(k, json.dumps(v)) for k, v in puts.items()]
+    def _write(self, puts: Dict[str, Any], deletes: Tuple[str, ...] = ()) -> None:
+        """Write ``puts`` (key -> JSON value) and ``deletes`` in one transaction fenced on our leadership."""
+        ops = [self.tx.put(k, json.dumps(v)) for k, v in puts.items()] + [self.tx.delete(k) for k in deletes]
         if self.spec.split_brain:  # broken knob: no fence, and a write that fails is forgotten
             try:
                 self.etcd.transaction(compare=[], success=ops, failure=[])
@@ -274,20 +280,29 @@ class Master(MasterAPI):
         return [t for t in self.tasks.values() if t["state"] == "assigned" and t["worker"] == worker]
 
     def _reschedule_orphans(self) -> None:
-        """Re-run the unfinished tasks of workers that are not alive (if rescheduling is enabled)."""
-        if not self.spec.reschedule:
+        """Re-run the unfinished tasks of workers that are not alive (if rescheduling is enabled). Broken knobs:
+        ``drop_lost`` deletes them silently instead; ``reschedule_delay`` holds them back that long."""
+        if not (self.spec.reschedule or self.spec.drop_lost):
             return
         now = time.time()
         for task in [t for t in self.tasks.values() if t["state"] == "assigned" and t["worker"] not in self.workers]:
+            if self.spec.drop_lost:
+                self._write({}, deletes=(TASKS + task["id"],))
+                del self.tasks[task["id"]]
+                self.rt.events.emit("task_dropped", task=task["id"], from_worker=task["worker"],
+                                    attempt=task["attempt"])
+                continue
+            moved = {"event": "rescheduled", "at": now, "from": task["worker"], "attempt": task["attempt"] + 1}
             updated = dict(task, state="pending", worker=None, attempt=task["attempt"] + 1,
-                           history=task["history"] + [{"event": "rescheduled", "at": now, "from": task["worker"],
-                                                       "attempt": task["attempt"] + 1}])
+                           history=task["history"] + [moved])
+            if self.spec.reschedule_delay:
+                updated["not_before"] = now + self.spec.reschedule_delay
             self._write({TASKS + task["id"]: updated})
             self.tasks[task["id"]] = updated
             self.pending.insert(0, task["id"])
             self.m.rescheduled.inc()
             self.rt.events.emit("task_rescheduled", task=task["id"], from_worker=task["worker"],
-                                attempt=updated["attempt"])
+                                attempt=updated["attempt"], not_before=updated.get("not_before"))
 
     def _merge_pending(self) -> None:
         """Split-brain knob: take every pending task found in etcd that this leader does not know (twice a second),
@@ -305,13 +320,20 @@ class Master(MasterAPI):
                 self.pending.append(task["id"])
 
     def _handle_dispatch_failures(self) -> None:
+        """A refused dispatch puts the task back in the queue with a new attempt. A timed-out one may have reached
+        the worker (a slow worker on a loaded machine): re-running it elsewhere would run it twice, so it stays
+        assigned; reconciliation sends it again if the worker never got it, and a worker that is gone is declared
+        dead and its tasks rescheduled. Either way the worker is skipped for 2 s."""
         failures, self.dispatch_failures = self.dispatch_failures, []
         now = time.time()
-        for task_id, attempt, worker in failures:
+        for task_id, attempt, worker, refused in failures:
             task = self.tasks.get(task_id)
             if not task or task["state"] != "assigned" or task["attempt"] != attempt:
                 continue
             self.unreachable[worker] = time.monotonic() + 2.0
+            if not refused:
+                self.rt.events.emit("task_dispatch_unconfirmed", task=task_id, worker=worker, attempt=attempt)
+                continue
             updated = dict(task, state="pending", worker=None, attempt=attempt + 1,
                            history=task["history"] + [{"event": "dispatch_failed", "at": now, "worker": worker,
                                                        "attempt": attempt}])
@@ -329,19 +351,24 @@ class Master(MasterAPI):
         for task in self.tasks.values():
             if task["state"] == "assigned" and task["worker"] in load:
                 load[task["worker"]] += 1
-        while self.pending:
+        index = 0
+        while index < len(self.pending):
             free = [w for w, n in load.items() if n < self.workers[w].get("slots", self.spec.slots)]
             if not free:
                 return
-            worker = min(free, key=lambda w: (load[w], w))
-            task_id = self.pending[0]
+            task_id = self.pending[index]
             task = self.tasks[task_id]
             now = time.time()
+            if task.get("not_before", 0) > now:  # held back (reschedule_delay): later tasks may go first
+                index += 1
+                continue
+            worker = min(free, key=lambda w: (load[w], w))
             updated = dict(task, state="assigned", worker=worker, assigned_at=now,
                            history=task["history"] + [{"event": "assigned", "at": now, "worker": worker,
                                                        "attempt": task["attempt"]}])
+            updated.pop("not_before", None)
             self._write({TASKS + task_id: updated})
-            self.pending.pop(0)
+            self.pending.pop(index)
             self.tasks[task_id] = updated
             load[worker] += 1
             rescheduled_from = [h for h in task["history"] if h["event"] == "rescheduled"]
@@ -351,21 +378,30 @@ class Master(MasterAPI):
                     self.m.resched_duration.observe(max(0.0, now - dead["declared_dead_at"]))
             self.rt.events.emit("task_assigned", task=task_id, worker=worker, attempt=task["attempt"])
             self._dispatch(updated)
+            others = sorted((w for w in load if w != worker), key=lambda w: (load[w], w))
+            if others and self.knob(self.spec.duplicate_dispatch):  # broken knob: a second copy, same attempt
+                self.rt.events.emit("task_duplicate_dispatched", task=task_id, worker=others[0],
+                                    attempt=task["attempt"])
+                self._dispatch(updated, worker=others[0], retry=False)
 
-    def _dispatch(self, task: Dict[str, Any]) -> None:
-        reg = self.workers[task["worker"]]
+    def _dispatch(self, task: Dict[str, Any], worker: Optional[str] = None, retry: bool = True) -> None:
+        """Send ``task``'s assignment to its worker (or to ``worker``) in the background; a failed send puts the
+        task back in the queue unless ``retry`` is False."""
+        reg = self.workers[worker or task["worker"]]
         body = {"task": task["id"], "attempt": task["attempt"], "duration": task["duration"],
                 "command": task.get("command")}
 
         def send() -> None:
+            refused = True
             try:
                 status, _ = request((reg["address"], reg["port"]), "POST", "/api/assign", body, timeout=0.5)
                 ok = status == 200
-            except ClientError:
+            except ClientError as e:
                 ok = False
-            if not ok:
+                refused = isinstance(e.__cause__, (ConnectionRefusedError, FileNotFoundError, BlockingIOError))
+            if not ok and retry:
                 with self.lock:
-                    self.dispatch_failures.append((task["id"], task["attempt"], task["worker"]))
+                    self.dispatch_failures.append((task["id"], task["attempt"], task["worker"], refused))
 
         self.dispatcher.submit(send)
 
@@ -414,6 +450,7 @@ class Master(MasterAPI):
                 ("GET", "/api/summary"): self.api_summary,
                 ("GET", "/api/workers"): self.api_workers, ("GET", "/api/tasks"): self.api_tasks,
                 ("POST", "/api/jobs"): self.submit, ("POST", "/api/complete"): self.complete,
+                ("POST", "/api/cancel"): self.cancel,
                 ("GET", "/metrics"): lambda q, b: metrics_response(self.m.registry)}
 
 

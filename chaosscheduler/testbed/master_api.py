@@ -79,12 +79,12 @@ class MasterAPI:
         now = time.time()
         current = (task["state"] == "assigned" and task["attempt"] == body["attempt"]
                    and task["worker"] == body["worker"])
+        recorded = 2 if current and self.knob(self.spec.duplicate_completion) else 1  # broken knob: twice
         if current:
+            entry = {"event": "completed", "at": now, "worker": body["worker"], "attempt": body["attempt"]}
             updated = dict(task, state="completed", completed_at=now, completed_by=body["worker"],
-                           completed_attempt=body["attempt"], completions=task["completions"] + 1,
-                           outcome=body.get("outcome", "ok"),
-                           history=task["history"] + [{"event": "completed", "at": now, "worker": body["worker"],
-                                                       "attempt": body["attempt"]}])
+                           completed_attempt=body["attempt"], completions=task["completions"] + recorded,
+                           outcome=body.get("outcome", "ok"), history=task["history"] + [entry] * recorded)
         else:
             reason = "superseded attempt" if task["attempt"] != body["attempt"] else "already completed"
             updated = dict(task, stale_completions=task["stale_completions"] + [
@@ -96,12 +96,41 @@ class MasterAPI:
         self.tasks[task["id"]] = updated
         if current:
             self.m.completed.inc()
-            self.rt.events.emit("task_completed", task=task["id"], worker=body["worker"], attempt=body["attempt"])
+            self.rt.events.emit("task_completed", task=task["id"], worker=body["worker"], attempt=body["attempt"],
+                                recorded=recorded)
             return 200, {"stale": False, "leader": self.name}
         self.m.stale.inc()
         self.rt.events.emit("task_stale_completion", task=task["id"], worker=body["worker"],
                             attempt=body["attempt"], reason=updated["stale_completions"][-1]["reason"])
         return 200, {"stale": True, "leader": self.name}
+
+    def cancel(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
+        """Cancel tasks that are still pending: ``{"tasks": [ids]}`` -> ``{"cancelled", "not_pending",
+        "unknown"}``. A task already assigned runs to its end."""
+        ids = body.get("tasks") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return 400, {"error": "a cancellation is {\"tasks\": [task ids]}"}
+        with self.lock:
+            if self.is_leader:
+                known = [i for i in ids if i in self.tasks]
+                pending = [i for i in known if self.tasks[i]["state"] == "pending"]
+                now = time.time()
+                for start in range(0, len(pending), MAX_TASKS_PER_JOB):
+                    batch = pending[start:start + MAX_TASKS_PER_JOB]
+                    updated = {i: dict(self.tasks[i], state="cancelled", cancelled_at=now,
+                                       history=self.tasks[i]["history"] + [{"event": "cancelled", "at": now}])
+                               for i in batch}
+                    try:
+                        self._write({TASKS + i: v for i, v in updated.items()})
+                    except NotLeader as e:
+                        return 503, {"error": f"{self.name} is no longer the leader: {e}", "leader": None}
+                    self.tasks.update(updated)
+                    self.pending = [i for i in self.pending if i not in updated]
+                    for i in batch:
+                        self.rt.events.emit("task_cancelled", task=i)
+                return 200, {"cancelled": pending, "not_pending": sorted(set(known) - set(pending)),
+                             "unknown": sorted(set(ids) - set(known)), "leader": self.name}
+        return self._forward("/api/cancel", body)
 
     # ------------------------------------------------------------------ read API (any master, from etcd)
     def health(self, query: Dict[str, str], body: Any) -> Tuple[int, Any]:
@@ -155,7 +184,8 @@ class MasterAPI:
         with self.lock:
             if not self.is_leader:
                 return 200, {"master": self.name, "is_leader": False, "leader": self.leader_name}
-            counts = {"pending": 0, "running": 0, "completed": 0, "rescheduled": 0, "total": len(self.tasks)}
+            counts = {"pending": 0, "running": 0, "completed": 0, "cancelled": 0, "rescheduled": 0,
+                      "total": len(self.tasks)}
             running: Dict[str, int] = {}
             for task in self.tasks.values():
                 counts["running" if task["state"] == "assigned" else task["state"]] += 1

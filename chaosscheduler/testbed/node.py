@@ -114,10 +114,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _TCPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the stdlib's 5 refuses connections (EAGAIN on the Unix socket) under a burst
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128
 
 
 class NodeRuntime:

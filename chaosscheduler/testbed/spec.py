@@ -76,6 +76,13 @@ class ClusterSpec:
     home: str = ""                  # state home; "" = default_home()
     sshd: bool = False              # an sshd in every node's namespace (the cluster as remote hosts; netns only)
     prometheus: bool = False        # a Prometheus scraping every node, in the switch namespace (netns only)
+    # ---- broken-platform knobs (default off; docs/testbed.md "Broken platforms"), each caught by a probe or the
+    # witness: shares are of the tasks concerned (0 = never, 1 = every one), seconds are delays
+    duplicate_completion: float = 0.0  # share of completions the leader records twice (two "completed" entries)
+    duplicate_dispatch: float = 0.0    # share of assignments also sent, same attempt, to a second live worker
+    drop_lost: bool = False            # a dead worker's unfinished tasks are silently deleted (no rescheduling,
+                                       # no error, no record left)
+    reschedule_delay: float = 0.0      # seconds a rescheduled task waits before it may be assigned again
     # broken knobs of the verdict work: a new leader that assigns nothing for this many seconds after winning a
     # failover (not the first election); a split brain: leaders never step down, write without the fence and
     # schedule every pending task they find in etcd (a zombie leader after a pause acts beside the new one)
@@ -117,6 +124,13 @@ class ClusterSpec:
         _float("stall_after_election", self.stall_after_election, 0.0, 3600.0)
         _bool("split_brain", self.split_brain)
         _bool("sshd", self.sshd)
+        _float("duplicate_completion", self.duplicate_completion, 0.0, 1.0)
+        _float("duplicate_dispatch", self.duplicate_dispatch, 0.0, 1.0)
+        _bool("drop_lost", self.drop_lost)
+        _float("reschedule_delay", self.reschedule_delay, 0.0, 3600.0)
+        if self.duplicate_dispatch and self.workers < 2:
+            raise ConfigurationError("testbed setting 'duplicate_dispatch' needs at least 2 workers (the second "
+                                     "copy runs on another worker)")
         _bool("prometheus", self.prometheus)
         if (self.sshd or self.prometheus) and self.network == "loopback":
             raise ConfigurationError("testbed settings 'sshd' and 'prometheus' need network namespaces "

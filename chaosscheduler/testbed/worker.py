@@ -5,12 +5,15 @@ has expired (the worker was cut off longer than its TTL) it registers again unde
 two etcd connections of their own, each in its own thread: when packet loss stalls one TCP stream in retransmission
 back-off (seconds, under 30 % loss), the other still renews the lease, and a stalled connection never holds the next
 keep-alive back (docs/testbed.md, "Why the default heartbeat"). It runs the tasks the
-leader dispatches (a sleep of the task's duration, or the task's argv), and reports each completion to the masters
+leader dispatches (a sleep of the task's duration, or the task's argv, with ``CS_WITNESS_NODE`` (its name),
+``CS_WITNESS_ATTEMPT`` and ``CS_WITNESS_DIR`` (a directory of its own, ``<state_dir>/nodes/<name>``, where a task
+can leave files: the witness's evidence) in its environment), and reports each completion to the masters
 until one records it, however long that takes. Completions carry the attempt number: the leader refuses (and
 records as stale) a completion for an attempt it has since given to another worker.
 """
 
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -26,6 +29,12 @@ from .node import NodeRuntime, health_ok, main_args, metrics_response, wait_port
 
 KEEPALIVE_CONNECTIONS = 2  # etcd connections the keep-alives go out on, at the same time
 KEEPALIVE_WAIT = 1.0       # seconds a heartbeat waits for the first answer, and each etcd call's timeout
+COMMAND_GRACE = 10.0       # seconds a task's argv may run past its duration before it is killed
+
+
+def node_dir(state_dir: str, name: str) -> str:
+    """The directory of worker ``name`` where its tasks may leave files (``$CS_WITNESS_DIR``)."""
+    return os.path.join(state_dir, "nodes", name)
 
 
 class Worker:
@@ -45,6 +54,8 @@ class Worker:
         self.running: Dict[Tuple[str, int], float] = {}
         self.outbox: List[Dict[str, Any]] = []
         self.preferred_master: Optional[str] = None
+        self.task_dir = node_dir(rt.state_dir, self.name)
+        os.makedirs(self.task_dir, exist_ok=True)
         r = self.registry = CollectorRegistry()
         self.g_running = Gauge("scheduler_worker_tasks_running", "Tasks running on this worker", registry=r)
         self.g_registered = Gauge("scheduler_worker_registered", "1 while the heartbeat lease is alive",
@@ -156,8 +167,10 @@ class Worker:
         outcome = "ok"
         if command:
             try:
-                proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                                      timeout=max(duration, 1.0) if duration else None)
+                env = dict(os.environ, CS_WITNESS_NODE=self.name, CS_WITNESS_ATTEMPT=str(key[1]),
+                           CS_WITNESS_DIR=self.task_dir)
+                proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                                      timeout=duration + max(duration, COMMAND_GRACE))
                 outcome = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
             except (OSError, subprocess.TimeoutExpired) as e:
                 outcome = type(e).__name__

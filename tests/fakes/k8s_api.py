@@ -14,6 +14,12 @@ patches of labels, exec), leases, API discovery of ``chaos-mesh.org/v1alpha1``, 
   unless the pod is marked ``pid1_ignores_kill`` (what the kernel does to SIGKILL sent to a PID namespace's init
   from inside it); ``nft -f -``, ``nft list tables`` and ``nft delete table inet NAME`` keep a per-pod set of tables.
 
+* a ``batch/v1`` Job gets one pod (labels ``job-name``, ``controller-uid`` and the template's) on a node; the
+  fake kubelet really runs the container's ``command`` + ``args`` as a local process (the environment from the
+  container's ``env``, ``fieldRef: spec.nodeName`` resolved), keeps its stdout as the pod's log
+  (``GET .../pods/NAME/log``) and sets the pod's phase and the Job's ``succeeded``/``failed`` and
+  ``completionTime`` when it exits; deleting the Job kills the process and removes the pod.
+
 Nothing is sent to the pods' addresses (they are data only). Delays are applied lazily, on the next request.
 """
 
@@ -23,8 +29,10 @@ import hashlib
 import heapq
 import itertools
 import json
+import os
 import re
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -107,6 +115,9 @@ class FakeCluster:
         self.exec_seconds = 0.0  # how long each exec takes after its command ran (outside the lock): shows overlap
         self.elections: List[Dict[str, Any]] = []
         self.deletions: List[Dict[str, Any]] = []
+        self.jobs: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        self.logs: Dict[Tuple[str, str], str] = {}
+        self.job_processes: Dict[Tuple[str, str], subprocess.Popen] = {}
         self._events: List[Tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._ips = itertools.count(11)
@@ -275,6 +286,73 @@ class FakeCluster:
                 return 0, "", ""
         return 127, "", f"exec: {argv[0]!r}: executable file not found in $PATH"
 
+    # ------------------------------------------------------------------ the Job controller and a kubelet
+    def create_job(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.jobs:
+            raise ApiError(409, "AlreadyExists", f'jobs.batch "{key[1]}" already exists')
+        job = copy.deepcopy(body)
+        uid = str(uuid.uuid4())
+        job["metadata"].update(namespace=namespace, uid=uid, creationTimestamp=now_rfc3339(), resourceVersion="1")
+        job["status"] = {}
+        self.jobs[key] = job
+        template = job["spec"]["template"]
+        labels = dict(template.get("metadata", {}).get("labels") or {}, **{"job-name": key[1], "controller-uid": uid})
+        container = template["spec"]["containers"][0]
+        pod = self.add_pod(f"{key[1]}-{uuid.uuid4().hex[:5]}", labels, container["name"],
+                           {"kind": "Job", "name": key[1], "uid": uid}, ready=False, namespace=namespace)
+        pod["status"]["phase"] = "Pending"
+        self._run_pod(namespace, job, pod, container)
+        return job
+
+    def _run_pod(self, namespace: str, job: Dict[str, Any], pod: Dict[str, Any], container: Dict[str, Any]) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": pod["metadata"]["name"]}
+        for item in container.get("env") or []:
+            ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            env[item["name"]] = pod["spec"]["nodeName"] if ref == "spec.nodeName" else str(item.get("value", ""))
+        argv = list(container.get("command") or []) + list(container.get("args") or [])
+        key = (namespace, pod["metadata"]["name"])
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+        self.job_processes[key] = proc
+        pod["status"]["phase"] = "Running"
+        job["status"].update(active=1, startTime=now_rfc3339())
+
+        def wait() -> None:
+            output = proc.stdout.read().decode(errors="replace")
+            code = proc.wait()
+            with self.lock:
+                self.logs[key] = output
+                self.job_processes.pop(key, None)
+                if key in self.pods:
+                    self.pods[key]["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+                if self.jobs.get((namespace, job["metadata"]["name"])) is job:
+                    job["status"].pop("active", None)
+                    job["status"]["succeeded" if code == 0 else "failed"] = 1
+                    if code == 0:
+                        job["status"]["completionTime"] = now_rfc3339()
+                        job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
+
+        threading.Thread(target=wait, daemon=True).start()
+
+    def delete_job(self, namespace: str, name: str) -> Dict[str, Any]:
+        job = self.jobs.pop((namespace, name), None)
+        if job is None:
+            raise ApiError(404, "NotFound", f'jobs.batch "{name}" not found')
+        for key, pod in list(self.pods.items()):
+            if key[0] == namespace and (pod["metadata"].get("labels") or {}).get("job-name") == name:
+                proc = self.job_processes.pop(key, None)
+                if proc is not None and proc.poll() is None:
+                    os.killpg(proc.pid, 9)
+                self.pods.pop(key, None)
+                self.logs.pop(key, None)
+        return job
+
+    def stop_jobs(self) -> None:
+        for proc in list(self.job_processes.values()):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+
     # ------------------------------------------------------------------ serving
     def start(self) -> "FakeCluster":
         cluster = self
@@ -292,6 +370,7 @@ class FakeCluster:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:
+        self.stop_jobs()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -321,6 +400,10 @@ class FakeCluster:
             return copy.deepcopy(self.pods[(self.namespace, name)])
 
 
+class _Text(str):
+    """A plain-text answer (a pod's log)."""
+
+
 def _list(kind: str, items: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"},
             "items": [{k: v for k, v in copy.deepcopy(i).items() if k != "_fake"} for i in items]}
@@ -345,9 +428,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ plumbing
     def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        text = isinstance(body, _Text)
+        data = body.encode() if text else json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -408,6 +492,14 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?", path)
         if m:
             return self._pods(method, m.group(1), m.group(2), selector, query, body)
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path)
+        if m and method == "GET":
+            if (m.group(1), m.group(2)) not in fake.pods:
+                raise ApiError(404, "NotFound", f'pods "{m.group(2)}" not found')
+            return 200, _Text(fake.logs.get((m.group(1), m.group(2)), ""))
+        m = re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?", path)
+        if m:
+            return self._jobs(method, m.group(1), m.group(2), selector, body)
         m = re.fullmatch(r"/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases/([^/]+)", path)
         if m and method == "GET":
             lease = fake.leases.get((m.group(1), m.group(2)))
@@ -468,6 +560,29 @@ class _Handler(BaseHTTPRequestHandler):
                         labels[key] = value
             return 200, _public(pod)
         raise ApiError(404, "NotFound", f'pods "{name}" not found')
+
+    def _jobs(self, method: str, namespace: str, name: Optional[str], selector: str, body: Any) -> Tuple[int, Any]:
+        fake = self.fake
+        if name is None and method == "GET":
+            items = [j for (ns, _), j in sorted(fake.jobs.items()) if ns == namespace
+                     and matches(selector, j["metadata"].get("labels") or {})]
+            return 200, {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": "1"},
+                         "items": copy.deepcopy(items)}
+        if name is None and method == "POST":
+            if not isinstance(body, dict) or body.get("kind") != "Job" or not body.get("metadata", {}).get("name") \
+                    or not body.get("spec", {}).get("template", {}).get("spec", {}).get("containers"):
+                raise ApiError(422, "Invalid", "the body is not a Job with a name and a container")
+            return 201, copy.deepcopy(fake.create_job(namespace, body))
+        if method == "GET":
+            job = fake.jobs.get((namespace, name or ""))
+            if job is None:
+                raise ApiError(404, "NotFound", f'jobs.batch "{name}" not found')
+            return 200, copy.deepcopy(job)
+        if method == "DELETE":
+            fake.delete_job(namespace, name or "")
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                         "details": {"name": name, "group": "batch", "kind": "jobs"}}
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
 
     def _objects(self, method: str, store: Dict[Tuple[str, str], Dict[str, Any]], kind: str, resource: str,
                  namespace: str, name: Optional[str], selector: str, body: Any) -> Tuple[int, Any]:

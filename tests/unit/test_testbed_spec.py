@@ -312,3 +312,29 @@ def test_submit_job_gives_up_at_the_deadline_and_on_bad_requests(tiny_server, tm
     picky, seen = tiny_server({("POST", "/api/jobs"): (400, b'{"error": "tasks must be"}', "application/json")})
     result = submit_job([("m1", picky), ("m2", follower)], {"tasks": 0}, deadline=5.0)
     assert not result["accepted"] and result["tries"] == 1  # retrying a wrong request elsewhere cannot help
+
+
+# ---------------------------------------------------------------------------------------------------- submit client
+def test_the_command_line_client_tells_refused_from_indeterminate(tiny_server, tmp_path):
+    from chaosscheduler.testbed.submit import submit
+
+    follower, _ = tiny_server({("POST", "/api/jobs"): (503, b'{"error": "no leader"}', "application/json")})
+    dead = str(tmp_path / "dead.sock")
+    refused = submit([("m1", follower), ("m2", dead)], {"job": "j1", "tasks": 1}, deadline=0.3)
+    assert refused["outcome"] == "fail" and "no leader" in refused["error"]  # nothing could have been accepted
+    # a master that accepts the connection and never answers: the job may have been accepted
+    import socket as _socket
+
+    mute = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    mute.bind(str(tmp_path / "mute.sock"))
+    mute.listen(8)
+    try:
+        unknown = submit([("m1", str(tmp_path / "mute.sock"))], {"job": "j2", "tasks": 1}, deadline=0.3,
+                         attempt_timeout=0.2)
+    finally:
+        mute.close()
+    assert unknown["outcome"] == "info"
+    # a retry that finds the job already there proves an earlier try was accepted
+    again, _ = tiny_server({("POST", "/api/jobs"): (409, b'{"error": "task j3-0 already exists: choose another '
+                                                         b'job id"}', "application/json")})
+    assert submit([("m1", again)], {"job": "j3", "tasks": 1})["outcome"] == "ok"
