@@ -85,7 +85,7 @@ def measure(bench: Session, load: Load, account: str, quick: bool = False) -> Di
             record = actions.kill_master(target="leader", duration=120, configuration=configuration)
             with Counter() as counter:
                 started = time.monotonic()
-                value = probes.leader_election_time(timeout=30, configuration=configuration)
+                value = probes.leader_election_time(timeout=30, configuration=configuration)["value"]
                 spent = time.monotonic() - started
             stored = bench.ledger.get(record["id"])["measurements"]["leader_election_time"]
             acquired = [e for e in tb.events("leader_acquired") if e["ts"] >= record["started_at"]]
@@ -99,7 +99,7 @@ def measure(bench: Session, load: Load, account: str, quick: bool = False) -> Di
         record = actions.isolate_worker(worker="worker-2", duration=120, configuration=configuration)
         with Counter() as counter:
             started = time.monotonic()
-            value = probes.worker_failure_detection_time(timeout=60, configuration=configuration)
+            value = probes.worker_failure_detection_time(timeout=60, configuration=configuration)["value"]
             spent = time.monotonic() - started
         stored = bench.ledger.get(record["id"])["measurements"]["worker_failure_detection_time"]
         declared = [e for e in tb.events("worker_declared_dead") if e["ts"] >= record["started_at"]

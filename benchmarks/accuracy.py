@@ -106,13 +106,13 @@ def leader_run(bench: Session, tb: Any, platform: TestbedPlatform, rng: random.R
     try:
         record = actions.kill_master(duration=60, configuration=cfg)
         t0, killed = record["started_at"], record["targets"][0]
-        measured = probes.leader_election_time(timeout=20, configuration=cfg)
+        measured = probes.leader_election_time(timeout=20, configuration=cfg)["value"]
         truth = first_event(tb, "leader_acquired", t0, lambda e: e["node"] != killed)["ts"] - t0
         seen = wait_until(lambda: poller.first(lambda v: v not in (None, killed), t0), 5, 0.05,
                           "the 1 s poller seeing the new leader")
     finally:
         poller.stop()
-    observed = bench.ledger.get(record["id"])["measurements"]["leader_election_time"].get("observed")
+    observed = bench.ledger.get(record["id"])["measurements"]["leader_election_time"].get("observed_after")
     rollbacks.restart_master(configuration=cfg)
     return {"truth": truth, "probe": measured - truth, "probe_poll": observed - truth if observed else float("nan"),
             "poll1": seen - t0 - truth,
@@ -128,7 +128,7 @@ def worker_run(bench: Session, tb: Any, platform: TestbedPlatform, rng: random.R
     try:
         record = actions.isolate_worker(duration=60, configuration=cfg)
         t0, worker = record["started_at"], record["targets"][0]
-        measured = probes.worker_failure_detection_time(timeout=30, configuration=cfg)
+        measured = probes.worker_failure_detection_time(timeout=30, configuration=cfg)["value"]
         truth = first_event(tb, "worker_declared_dead", t0, lambda e: e.get("worker") == worker)["ts"] - t0
         seen = wait_until(lambda: poller.first(lambda v: (v or {}).get(worker) == "dead", t0), 5, 0.05,
                           "the 1 s poller seeing the worker dead")

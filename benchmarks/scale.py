@@ -91,7 +91,7 @@ def faults(bench: Session, tb: Any, runs: int) -> Dict[str, List[float]]:
         tb.wait_healthy(60)
         record = actions.kill_master(duration=120, configuration=cfg)
         killed, t0 = record["targets"][0], record["started_at"]
-        measured = probes.leader_election_time(timeout=60, configuration=cfg)
+        measured = probes.leader_election_time(timeout=60, configuration=cfg)["value"]
         truth = first_event(tb, "leader_acquired", t0, lambda e: e["node"] != killed)["ts"] - t0
         out["failover"].append(truth)
         out["failover_error"].append(measured - truth)
@@ -99,7 +99,7 @@ def faults(bench: Session, tb: Any, runs: int) -> Dict[str, List[float]]:
         tb.wait_healthy(60)
         record = actions.isolate_worker(duration=120, configuration=cfg)
         worker, t0 = record["targets"][0], record["started_at"]
-        measured = probes.worker_failure_detection_time(timeout=60, configuration=cfg)
+        measured = probes.worker_failure_detection_time(timeout=60, configuration=cfg)["value"]
         truth = first_event(tb, "worker_declared_dead", t0, lambda e: e.get("worker") == worker)["ts"] - t0
         out["detection"].append(truth)
         out["detection_error"].append(measured - truth)

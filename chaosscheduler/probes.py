@@ -1,9 +1,17 @@
-"""Probes: what the platform did under the fault, as numbers a tolerance can judge.
+"""Probes: what the platform did under the fault, as *measurements* (dicts, see chaosscheduler.measurements) that the
+tolerances of chaosscheduler.tolerances judge.
 
-Times are measured from the fault's recorded ``started_at`` in the ledger (this run's most recent fault of the
-relevant kind, or ``fault_id``). Before any such fault in this run a fault-timed probe returns its neutral value
-(0.0 s, ratio 1.0) and says so in the log, so the same probe serves the steady state before and after the method.
-A measurement is stored with its fault, so a later call (the hypothesis after the method) returns the same value.
+Fault-timed probes time events from the fault's recorded start: this run's latest fault of ours of the relevant kind
+in the ledger (or ``fault_id``), else the latest action of the method from another provider (a ``process`` kill,
+chaostoolkit-kubernetes, ...), as the chaosscheduler control observed it. Before the method they return "not
+applicable" (a tolerance passes it, a report never shows it as measured); after it, with no fault in the run, they
+fail with the reason. A measurement is stored with its fault, so a later call (the hypothesis after the method)
+returns the same figure.
+
+Evidence, in order: the witness history (tasks we submitted through the platform's own interface, with the
+execution records they left), the platform's Prometheus metrics (hosts platforms), the platform's own records
+(the embedded cluster). Every measurement names its ``source``. Waits are bounded by arguments; something still
+going on at the bound is reported as such ("ongoing"), never as a short value.
 """
 
 import logging
@@ -13,11 +21,11 @@ from typing import Any, Dict
 
 from chaoslib.types import Configuration, Secrets
 
+from . import evidence, measurements, records
 from .context import Context, boundary, number
-from .errors import ChaosSchedulerError
-from .ledger import OPEN_STATES
-from .measurements import (CUT_ACTIONS, cut_from_registry, declared_after, fault_of_run, forms_of, lost_tasks,
-                           longest_stall, recall, remember)
+from .measurements import (CUT_ACTIONS, declared_after, fault_summary, forms_of, lost_tasks, measurement, ratio,
+                           recall, remember, timed_fault, undecided)
+from .probe_windows import fault_window, forms_fresh, run_targets, victims, wait_window
 from .timing import Deadline
 
 __all__ = ["leader_election_time", "worker_failure_detection_time", "rescheduling_success_rate",
@@ -26,419 +34,334 @@ __all__ = ["leader_election_time", "worker_failure_detection_time", "reschedulin
            "remaining_workers_utilization"]
 logger = logging.getLogger("chaostoolkit")
 
+
+def phase() -> Any:
+    """The run's phase, as chaosscheduler.measurements tells it (one place to ask, one place to patch in tests)."""
+    return measurements.phase()
+FAULT_ACTIONS = ["kill_master"] + CUT_ACTIONS
+
+
+def _done(name: str, measured: Dict[str, Any]) -> Dict[str, Any]:
+    shown = "not applicable" if not measured.get("applicable", True) else \
+        f"{measured['value']} {measured.get('unit', '')}".strip() if measured.get("decided") else "undecided"
+    (logger.info if measured.get("decided") and not measured.get("ongoing") else logger.warning)(
+        "%s: %s (%s)%s", name, shown, measured.get("source"),
+        f": {measured['reason']}" if measured.get("reason") else "")
+    return measured
+
+
 @boundary
 def leader_election_time(timeout: float = 30.0, fault_id: str = "", configuration: Configuration = None,
-                         secrets: Secrets = None) -> float:
+                         secrets: Secrets = None) -> Dict[str, Any]:
     """Seconds from the recorded kill of the leader (this run's latest kill_master that hit the leader, or
-    ``fault_id``) until a *different* master is leader. Waits up to ``timeout`` seconds; if no new leader appears,
-    returns the time waited (at least ``timeout``), which a tolerance below it rejects. Before any leader kill in
-    this run: seconds until a leader exists (0.0 when there is one).
+    ``fault_id``, or else the latest action of the method from another provider) until a *different* master
+    leads. Waits until ``timeout`` seconds after the fault; no new leader by then: ``ongoing`` (fails).
 
     Resolution: the new leader's own timestamp of its election when the platform shares this machine's clock (the
-    embedded cluster: well under 1 ms); otherwise the poll interval (configuration chaosscheduler_poll_interval,
-    default 10 ms) plus one request's latency."""
+    embedded cluster: well under 1 ms); otherwise the poll interval plus one request's latency. After another
+    provider's action, the kill happened somewhere inside that action's window, which widens the resolution."""
+    name = "leader_election_time"
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
-    fault = fault_of_run(ctx, ["kill_master"], fault_id, accept=lambda f: bool(f.get("was_leader")))
-    if fault is None:
-        deadline = Deadline(timeout)
-        while not ctx.platform.leader().get("leader") and not deadline.expired():
-            time.sleep(ctx.settings.poll_interval)
-        logger.info("leader_election_time: no leader was killed in this run; a leader is present after %.3f s",
-                    deadline.elapsed())
-        return round(deadline.elapsed(), 6) if deadline.elapsed() > ctx.settings.poll_interval else 0.0
-    recalled = recall(fault, "leader_election_time")
+    fault, early = timed_fault(ctx, name, "s", ["kill_master"], fault_id, accept=lambda f: bool(f.get("was_leader")))
+    if early:
+        return _done(name, early)
+    recalled = recall(fault, name)
     if recalled is not None:
         return recalled
-    killed, t0 = fault["targets"][0], fault["started_at"]
+    t0, observed = fault["started_at"], fault["origin"] == "observed"
+    killed = None if observed else fault["targets"][0]
+    same_clock = getattr(ctx.platform, "same_clock", False)
     deadline = Deadline(max(0.0, timeout - (time.time() - t0)))
     while True:
         info = ctx.platform.leader()
         now = time.time()
-        if info.get("leader") and info["leader"] != killed:
+        since = info.get("since")
+        if info.get("leader") and (info["leader"] != killed if not observed else
+                                   (since is not None and same_clock and since >= t0)):
             break
+        if observed and info.get("leader") and (since is None or not same_clock):
+            return _done(name, undecided("s", "leader source", f"cannot tell a new leader from the old one after "
+                                         f"'{fault.get('name')}': the leader source gives no election time on this "
+                                         f"machine's clock", fault=fault_summary(fault)))
         if deadline.expired():
-            value = now - t0
-            logger.warning("leader_election_time: no new leader %.1f s after killing %s", value, killed)
-            remember(ctx, fault, "leader_election_time", {"value": value, "timed_out": True})
-            return round(value, 6)
+            measured = measurement(now - t0, "s", "leader source", ctx.settings.poll_interval, ongoing=True,
+                                   reason=f"no new leader {now - t0:.1f} s after the fault (still going on at the "
+                                          f"{timeout:g} s bound)", fault=fault_summary(fault), phase=phase())
+            remember(ctx, fault, name, measured)
+            return _done(name, measured)
         time.sleep(ctx.settings.poll_interval)
-    observed = now - t0
-    since = info.get("since")
-    same_clock = getattr(ctx.platform, "same_clock", False)
+    observed_after = now - t0
     if same_clock and since and t0 <= since <= now:
-        value, resolution = since - t0, "the new leader's own election timestamp"
-        if info.get("leader_source"):
-            resolution = (f"{info['leader_source']} leader source's timestamp of the new leader, resolution "
-                          f"{info.get('resolution', 0):.3f} s")
-    elif info.get("leader_source"):
-        value = observed
-        resolution = f"{info['leader_source']} leader source, resolution {info.get('resolution', 0):.3f} s"
+        value = since - t0
+        resolution: Any = info.get("resolution", 0.001) if info.get("leader_source") else 0.001
+        source = (f"{info['leader_source']} leader source's timestamp of the new leader" if info.get("leader_source")
+                  else "the new leader's own election timestamp")
     else:
-        value, resolution = observed, f"poll every {ctx.settings.poll_interval} s"
-    remember(ctx, fault, "leader_election_time",
-              {"value": value, "observed": observed, "new_leader": info["leader"], "resolution": resolution})
-    logger.info("leader_election_time: %s → %s in %.3f s (%s; first seen after %.3f s)", killed, info["leader"],
-                value, resolution, observed)
-    return round(value, 6)
+        value = observed_after
+        resolution = info.get("resolution") or ctx.settings.poll_interval
+        source = f"{info['leader_source']} leader source" if info.get("leader_source") else "leader poll"
+    if observed and fault.get("ended_at"):
+        resolution = f"the fault's action took {fault['ended_at'] - t0:.3f} s; the kill happened inside it"
+    measured = measurement(value, "s", source, resolution, new_leader=info["leader"], killed=killed,
+                           observed_after=round(observed_after, 6), fault=fault_summary(fault), phase=phase(),
+                           poll_interval=ctx.settings.poll_interval, bound=timeout)
+    if info.get("leader_source") == "promql" and forms_of(ctx) is not None:  # the leader read from metrics
+        measured = forms_fresh(forms_of(ctx), measured, t0, now)
+    remember(ctx, fault, name, measured)
+    return _done(name, measured)
 
 
 @boundary
 def worker_failure_detection_time(timeout: float = 90.0, fault_id: str = "", configuration: Configuration = None,
-                                  secrets: Secrets = None) -> float:
+                                  secrets: Secrets = None) -> Dict[str, Any]:
     """Seconds from the recorded loss of a worker (this run's latest isolate_worker or partition_workers, or
-    ``fault_id``) until the platform declares it dead (the slowest of its targets). Waits up to ``timeout``
-    seconds; if a target is still not declared dead, returns the time waited (at least ``timeout``). Before any
-    such fault in this run: 0.0.
+    ``fault_id``, or the latest action of another provider) until the platform declares it dead (the slowest of its
+    targets; after another provider's action: the first worker declared dead). Waits until ``timeout`` seconds after
+    the fault; a target not declared dead by then: ``ongoing`` (fails).
 
-    Resolution: the platform's own declaration timestamp when it keeps one (the embedded cluster does);
-    otherwise the poll interval plus one request's latency."""
+    Resolution: the platform's own declaration timestamp when it keeps one (the embedded cluster does); otherwise
+    the poll interval plus one request's latency (metrics: the scrape interval, widened when samples are stale)."""
+    name = "worker_failure_detection_time"
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
-    fault = fault_of_run(ctx, CUT_ACTIONS, fault_id)
-    if fault is None:
-        logger.info("worker_failure_detection_time: no worker was cut off in this run")
-        return 0.0
-    recalled = recall(fault, "worker_failure_detection_time")
+    fault, early = timed_fault(ctx, name, "s", CUT_ACTIONS, fault_id)
+    if early:
+        return _done(name, early)
+    recalled = recall(fault, name)
     if recalled is not None:
         return recalled
-    t0, targets = fault["started_at"], set(fault["targets"])
+    t0, targets = fault["started_at"], set(fault.get("targets") or [])
     forms = forms_of(ctx)
     if forms is not None:
-        measured = forms.detection_time(t0, sorted(targets), timeout, ctx.settings.poll_interval)
-        remember(ctx, fault, "worker_failure_detection_time", measured)
-        logger.info("worker_failure_detection_time: %.3f s (%s)", measured["value"], measured["resolution"])
-        return round(measured["value"], 6)
+        found = forms.detection_time(t0, sorted(targets) or ["?"], timeout, ctx.settings.poll_interval)
+        measured = forms_fresh(forms, measurement(found["value"], "s", "metrics", found["resolution"],
+                                                  ongoing=bool(found.get("timed_out")), fault=fault_summary(fault),
+                                                  phase=phase()), t0, time.time())
+        if measured.get("ongoing"):
+            measured["reason"] = f"the live-worker count had not dropped {found['value']:.1f} s after the fault"
+        remember(ctx, fault, name, measured)
+        return _done(name, measured)
     deadline = Deadline(max(0.0, timeout - (time.time() - t0)))
     seen: Dict[str, float] = {}
     while True:
         now = time.time()
         for worker in ctx.platform.worker_states():
-            if worker["name"] in targets and worker["name"] not in seen:
-                declared = declared_after(worker, t0)
-                if declared is not None:
-                    seen[worker["name"]] = declared - t0
-                elif not worker["alive"] and worker.get("dead_declarations") is None \
-                        and worker.get("declared_dead_at") is None:
-                    # only a platform that keeps no declarations: there a lost heartbeat is all we can see
-                    seen[worker["name"]] = now - t0
-        if set(seen) >= targets:
-            value = max(seen.values())
+            if worker["name"] in seen or (targets and worker["name"] not in targets):
+                continue
+            declared = declared_after(worker, t0)
+            if declared is not None:
+                seen[worker["name"]] = declared - t0
+            elif targets and not worker["alive"] and worker.get("dead_declarations") is None \
+                    and worker.get("declared_dead_at") is None:
+                seen[worker["name"]] = now - t0  # a platform that keeps no declarations: a lost heartbeat is all
+        if (targets and set(seen) >= targets) or (not targets and seen):
+            measured = measurement(max(seen.values()), "s", "the platform's declarations", ctx.settings.poll_interval,
+                                   per_worker={k: round(v, 6) for k, v in seen.items()}, fault=fault_summary(fault),
+                                   phase=phase(), bound=timeout)
             break
         if deadline.expired():
-            value = now - t0
-            logger.warning("worker_failure_detection_time: %s not declared dead %.1f s after the fault",
-                           ", ".join(sorted(targets - set(seen))), value)
+            missing = sorted(targets - set(seen)) or ["any worker"]
+            measured = measurement(now - t0, "s", "the platform's declarations", ctx.settings.poll_interval,
+                                   ongoing=True, per_worker=seen, fault=fault_summary(fault), phase=phase(),
+                                   reason=f"{', '.join(missing)} not declared dead {now - t0:.1f} s after the fault "
+                                          f"(still going on at the {timeout:g} s bound)")
             break
         time.sleep(ctx.settings.poll_interval)
-    remember(ctx, fault, "worker_failure_detection_time", {"value": value, "per_worker": seen})
-    logger.info("worker_failure_detection_time: %.3f s (%s)", value, seen)
-    return round(value, 6)
+    remember(ctx, fault, name, measured)
+    return _done(name, measured)
+
+
+def _rescheduling(ctx: Context, name: str, fault_id: str, bound: float) -> Dict[str, Any]:
+    """Per lost task: when it was moved to another worker and when it completed there (seconds after the fault),
+    waiting until every lost task moved and completed, or ``bound`` seconds after the fault."""
+    fault, early = timed_fault(ctx, name, "ratio", CUT_ACTIONS, fault_id)
+    if early:
+        return {"early": early}
+    t0 = fault["started_at"]
+    targets = victims(ctx, fault, bound)
+    spread = max(0.0, t0 - (fault.get("first_applied_at") or t0))
+    witnessed = evidence.rescheduling(ctx, targets, t0, bound, spread)
+    if witnessed is not None:
+        return dict(witnessed, fault=fault)
+    forms = forms_of(ctx)
+    if forms is not None:
+        return {"fault": fault, "forms": forms, "targets": targets}
+    lost = lost_tasks(fault) if fault["origin"] == "ledger" else \
+        records.running_at(ctx.platform.tasks(since=t0 - 3600), targets, t0)
+    until = Deadline(max(0.0, t0 + bound - time.time()))
+    while True:
+        tasks = {t["id"]: t for t in ctx.platform.tasks(since=t0 - 3600) if t["id"] in lost}
+        moves = {i: records.first_move(tasks[i], t0, targets) for i in lost if i in tasks}
+        settled = all(m is not None and m[1] is not None for m in moves.values()) and len(moves) == len(lost)
+        if settled or until.expired():
+            break
+        time.sleep(max(ctx.settings.poll_interval, 0.05))
+    per_task = {i: {"moved": None if not moves.get(i) else round(moves[i][0] - t0, 6),
+                    "completed": None if not moves.get(i) or moves[i][1] is None else round(moves[i][1] - t0, 6)}
+                for i in lost}
+    return {"fault": fault, "targets": targets, "per_task": per_task, "source": "the platform's task records",
+            "resolution": 0.001, "event": "assigned to another worker"}
 
 
 @boundary
 def rescheduling_success_rate(deadline: float = 60.0, fault_id: str = "", configuration: Configuration = None,
-                              secrets: Secrets = None) -> float:
+                              secrets: Secrets = None) -> Dict[str, Any]:
     """Of the tasks that were running on the lost worker(s) when this run's latest isolate_worker or
-    partition_workers (or ``fault_id``) cut them off, the share that completed on *another* worker within
-    ``deadline`` seconds of the fault. Waits until every such task has settled or the deadline has passed.
-    1.0 when no task was running there (nothing to reschedule) or before any such fault in this run."""
+    partition_workers (or ``fault_id``, or another provider's action: then the workers the platform declared dead)
+    cut them off, the share that ran again on *another* worker within ``deadline`` seconds of the fault, judged task
+    by task (witness: started again on another host; records: completed on another worker). A ratio with n and
+    one-sided 95 % bounds; no task running there: undecided (fails: nothing was shown). Waits until every such task
+    has settled or the deadline has passed."""
+    name = "rescheduling_success_rate"
     ctx = Context(configuration)
     deadline = number("deadline", deadline, 0, 86400)
-    fault = fault_of_run(ctx, CUT_ACTIONS, fault_id)
-    if fault is None:
-        logger.info("rescheduling_success_rate: no worker was cut off in this run")
-        return 1.0
-    lost = lost_tasks(fault)
+    found = _rescheduling(ctx, name, fault_id, deadline)
+    if "early" in found:
+        return _done(name, found["early"])
+    fault = found["fault"]
+    if "forms" in found:
+        return _done(name, _forms_rescheduling_rate(ctx, found, deadline))
+    per_task = found["per_task"]
+    done = sorted(i for i, m in per_task.items() if m["completed"] is not None and m["completed"] <= deadline)
+    missing = sorted(set(per_task) - set(done))
+    where = ", ".join(found["targets"]) or "the lost worker"
+    measured = ratio(len(done), len(per_task), found["source"], found["resolution"], fault=fault_summary(fault),
+                     targets=found["targets"], not_rescheduled=missing[:100], deadline=deadline, phase=phase(),
+                     finished_at_cut=found.get("finished_at_cut", []),
+                     reason="" if per_task else f"no task was running on {where} at the cut: nothing to "
+                                                 f"reschedule, nothing shown")
+    return _done(name, measured)
+
+
+def _forms_rescheduling_rate(ctx: Context, found: Dict[str, Any], deadline: float) -> Dict[str, Any]:
+    fault, forms = found["fault"], found["forms"]
+    t0, lost = fault["started_at"], lost_tasks(fault)
     if not lost:
-        logger.warning("rescheduling_success_rate: no task was running on %s when it was cut off",
-                       ", ".join(fault["targets"]))
-        return 1.0
-    t0, targets = fault["started_at"], set(fault["targets"])
-    forms = forms_of(ctx)
-    if forms is not None:
-        moves = forms.rescheduling(t0, sorted(targets), len(lost), t0 + deadline, ctx.settings.poll_interval)
-        moved = moves["times"]
-        drained = forms.wait_drained(t0 + max(moved), t0 + deadline, ctx.settings.poll_interval) if moved else None
-        done = len(moved) if drained is not None else 0
-        logger.info("rescheduling_success_rate: %d of %d lost tasks (%d may have finished before the cut) "
-                    "rescheduled, and run elsewhere by %s, within %.0f s (%s)", len(moved), len(lost),
-                    moves["allowance"], f"{drained - t0:.1f} s" if drained else "never", deadline, forms.resolution())
-        return round(min(1.0, done / moves["expected"]), 6)
-    until = Deadline(max(0.0, t0 + deadline - time.time()))
-
-    def succeeded(task: Dict[str, Any]) -> bool:
-        return (task["state"] == "completed" and task.get("completed_by") not in targets
-                and task["completed_at"] <= t0 + deadline)
-
-    while True:
-        tasks = {t["id"]: t for t in ctx.platform.tasks(since=t0 - 3600) if t["id"] in lost}
-        done = [i for i in lost if i in tasks and succeeded(tasks[i])]
-        settled = all(i in tasks and tasks[i]["state"] == "completed" for i in lost)
-        if settled or until.expired():
-            break
-        time.sleep(max(ctx.settings.poll_interval, 0.05))
-    rate = len(done) / len(lost)
-    logger.info("rescheduling_success_rate: %d of %d lost tasks completed elsewhere within %.0f s: %s", len(done),
-                len(lost), deadline, sorted(set(lost) - set(done)) or "all")
-    return round(rate, 6)
+        return undecided("ratio", "metrics", "no task was running on the lost worker at the cut (metrics)",
+                         fault=fault_summary(fault))
+    moves = forms.rescheduling(t0, found["targets"], len(lost), t0 + deadline, ctx.settings.poll_interval)
+    moved = moves["times"]
+    drained = forms.wait_drained(t0 + max(moved), t0 + deadline, ctx.settings.poll_interval) if moved else None
+    done = len(moved) if drained is not None else 0
+    return forms_fresh(forms, ratio(min(done, moves["expected"]), moves["expected"], "metrics (counts, not "
+                                    "identities: a witness judges task by task)", forms.resolution(),
+                                    fault=fault_summary(fault), allowance=moves["allowance"], phase=phase()),
+                       t0, time.time())
 
 
 @boundary
 def rescheduling_latency(quantile: float = 0.95, timeout: float = 60.0, fault_id: str = "",
-                         configuration: Configuration = None, secrets: Secrets = None) -> float:
-    """The ``quantile`` (0-1, default p95) of the seconds from this run's latest worker loss (or ``fault_id``) to
-    each lost task being assigned to another worker. Waits up to ``timeout`` seconds for every lost task to be
-    reassigned; a task never reassigned counts as the time waited. 0.0 when nothing had to move."""
+                         configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
+    """The ``quantile`` (0-1, default p95) of the seconds from this run's latest worker loss (or ``fault_id``, or
+    another provider's action) to each lost task running again on another worker (witness: its new start; records:
+    its new assignment). Waits until ``timeout`` seconds after the fault; a task not moved by then makes the
+    figure ``ongoing`` (fails), with those tasks named. No task to move: undecided."""
+    name = "rescheduling_latency"
     ctx = Context(configuration)
     quantile = number("quantile", quantile, 0, 1)
     timeout = number("timeout", timeout, 0, 3600)
-    fault = fault_of_run(ctx, CUT_ACTIONS, fault_id)
-    lost = lost_tasks(fault) if fault else []
-    if not lost:
-        logger.info("rescheduling_latency: no task had to be rescheduled in this run")
-        return 0.0
-    t0, targets = fault["started_at"], set(fault["targets"])
-    forms = forms_of(ctx)
-    if forms is not None:
-        moves = forms.rescheduling(t0, sorted(targets), len(lost), t0 + timeout, ctx.settings.poll_interval)
-        moved = moves["times"]
-        waited = time.time() - t0
-        values = sorted(moved + [waited] * max(0, moves["expected"] - len(moved)))
-        value = values[min(len(values) - 1, max(0, math.ceil(quantile * len(values)) - 1))]
-        logger.info("rescheduling_latency: p%g = %.3f s over %d tasks (%s)", quantile * 100, value, len(values),
-                    forms.resolution())
-        return round(value, 6)
-    deadline = Deadline(max(0.0, timeout - (time.time() - t0)))
-    while True:
-        latencies: Dict[str, float] = {}
-        for task in ctx.platform.tasks(since=t0 - 3600):
-            if task["id"] in lost:
-                moved = [h["at"] for h in task["history"]
-                         if h["event"] == "assigned" and h["at"] >= t0 and h.get("worker") not in targets]
-                if moved:
-                    latencies[task["id"]] = min(moved) - t0
-        if len(latencies) == len(lost) or deadline.expired():
-            break
-        time.sleep(max(ctx.settings.poll_interval, 0.05))
-    waited = time.time() - t0
-    values = sorted(latencies.get(t, waited) for t in lost)
+    found = _rescheduling(ctx, name, fault_id, timeout)
+    if "early" in found:
+        return _done(name, dict(found["early"], unit="s"))
+    fault = found["fault"]
+    if "forms" in found:
+        forms = found["forms"]
+        t0, lost = fault["started_at"], lost_tasks(fault)
+        moves = forms.rescheduling(t0, found["targets"], len(lost), t0 + timeout, ctx.settings.poll_interval)
+        times = moves["times"]
+        waiting = max(0, moves["expected"] - len(times))
+        per_task = {f"#{i}": {"moved": t} for i, t in enumerate(times)}
+        per_task.update({f"#w{i}": {"moved": None} for i in range(waiting)})
+        source, resolution = "metrics (counts, not identities)", forms.resolution()
+    else:
+        per_task, source, resolution = found["per_task"], found["source"], found["resolution"]
+    if not per_task:
+        return _done(name, undecided("s", source, "no task was running on the lost worker at the cut: no latency "
+                                     "to measure", fault=fault_summary(fault)))
+    waited = time.time() - fault["started_at"]
+    stuck = sorted(i for i, m in per_task.items() if m["moved"] is None or m["moved"] > timeout)
+    values = sorted(m["moved"] if m["moved"] is not None else waited for m in per_task.values())
     value = values[min(len(values) - 1, max(0, math.ceil(quantile * len(values)) - 1))]
-    logger.info("rescheduling_latency: p%g = %.3f s over %d tasks (%d reassigned)", quantile * 100, value,
-                len(values), len(latencies))
-    return round(value, 6)
+    measured = measurement(value, "s", source, resolution, n=len(values), quantile=quantile,
+                           fault=fault_summary(fault), phase=phase(), not_moved=stuck[:100])
+    if stuck and value >= timeout - 1e-9:
+        measured.update(ongoing=True, reason=f"{len(stuck)} of {len(values)} lost tasks not running elsewhere "
+                                             f"{timeout:g} s after the fault (still going on at the bound)")
+    return _done(name, measured)
 
 
 @boundary
 def job_submission_success_rate(window: float = 60.0, configuration: Configuration = None,
-                                secrets: Secrets = None) -> float:
-    """The share of job submissions of the last ``window`` seconds that the platform accepted (the load
-    generator retries other masters for up to 5 s, as a client would). Raises when nothing was submitted in the
-    window (is the load generator running?)."""
+                                secrets: Secrets = None) -> Dict[str, Any]:
+    """The share of job submissions the platform accepted in the ``window`` seconds from the start of this run's
+    first fault (waits until the window has passed), with n and one-sided 95 % bounds. Witness: our own submissions
+    (an indeterminate one, e.g. a timeout, counts as accepted only when its task was seen running); else the load
+    generator's record or the metrics. Before the method: not applicable (the figure is taken around the fault);
+    without the control and without a fault: the last ``window`` seconds."""
+    name = "job_submission_success_rate"
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
+    span = fault_window(ctx, name, FAULT_ACTIONS, window)
+    if span.get("measurement"):
+        return _done(name, span["measurement"])
+    start, end = span["start"], span["end"]
+    wait_window(end)
+    details = {"window": [round(start, 3), round(end, 3)], "fault": span.get("fault"), "phase": phase()}
+    witnessed = evidence.submissions(ctx, start, end)
+    if witnessed is not None:
+        return _done(name, dict(witnessed, **details))
     forms = forms_of(ctx)
     if forms is not None:
-        measured = forms.submission_success(window)
-        logger.info("job_submission_success_rate: %s", measured)
-        return round(measured["value"], 6)
-    subs = ctx.platform.submissions(since=time.time() - window)
-    if not subs:
-        raise ChaosSchedulerError(f"no job was submitted in the last {window:g} s: is the load generator running?")
+        found = forms.submission_success(time.time() - start)
+        return _done(name, forms_fresh(forms, ratio(int(found["accepted"]), int(found["submitted"]), "metrics",
+                                                    found["resolution"], **details), start, end, run_targets(ctx)))
+    subs = [s for s in ctx.platform.submissions(since=start) if s["at"] <= end]
     accepted = sum(1 for s in subs if s["outcome"] == "accepted")
-    logger.info("job_submission_success_rate: %d of %d accepted in the last %g s", accepted, len(subs), window)
-    return round(accepted / len(subs), 6)
+    return _done(name, ratio(accepted, len(subs), "the load generator's submission record", 0.001,
+                             reason="" if subs else "no job was submitted in the window: is there any load?",
+                             refused=[s.get("error") for s in subs if s["outcome"] != "accepted"][:20], **details))
 
 
 @boundary
 def task_execution_success_rate(window: float = 60.0, settle: float = 30.0, configuration: Configuration = None,
-                                secrets: Secrets = None) -> float:
-    """Of the tasks submitted in the last ``window`` seconds, the share that completed successfully exactly once.
-    Waits up to ``settle`` seconds for tasks still running. Raises when no task was submitted in the window."""
+                                secrets: Secrets = None) -> Dict[str, Any]:
+    """Of the tasks submitted in the ``window`` seconds from the start of this run's first fault (waits until the
+    window has passed), the share that completed successfully exactly once, with n and one-sided 95 % bounds.
+    Waits up to ``settle`` seconds for tasks still running. Before the method: not applicable; without the control
+    and without a fault: the last ``window`` seconds."""
+    name = "task_execution_success_rate"
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
     settle = number("settle", settle, 0, 3600)
+    span = fault_window(ctx, name, FAULT_ACTIONS, window)
+    if span.get("measurement"):
+        return _done(name, span["measurement"])
+    start, end = span["start"], span["end"]
+    wait_window(end)
+    details = {"window": [round(start, 3), round(end, 3)], "fault": span.get("fault"), "phase": phase()}
+    witnessed = evidence.task_success(ctx, start, end, settle)
+    if witnessed is not None:
+        return _done(name, dict(witnessed, **details))
     forms = forms_of(ctx)
     if forms is not None:
-        measured = forms.task_success(window, settle, ctx.settings.poll_interval)
-        logger.info("task_execution_success_rate: %s", measured)
-        return measured["value"]
-    cutoff = time.time()  # judge the tasks submitted so far; later ones are not waited for
-    since = cutoff - window
+        found = forms.task_success(time.time() - start, settle, ctx.settings.poll_interval)
+        ok = int(round(found["value"] * found["accepted"]))
+        return _done(name, forms_fresh(forms, ratio(ok, int(found["accepted"]), "metrics", found["resolution"],
+                                                    **details), start, end, run_targets(ctx)))
     deadline = Deadline(settle)
     while True:
-        tasks = [t for t in ctx.platform.tasks(since=since) if t["submitted_at"] <= cutoff]
-        if not tasks:
-            raise ChaosSchedulerError(f"no task was submitted in the last {window:g} s: is there any load?")
+        tasks = [t for t in ctx.platform.tasks(since=start) if t["submitted_at"] <= end]
         ok = [t for t in tasks if t["state"] == "completed" and t.get("outcome", "ok") == "ok"
               and t.get("completions", 1) == 1]
         if all(t["state"] == "completed" for t in tasks) or deadline.expired():
             break
         time.sleep(max(ctx.settings.poll_interval, 0.1))
-    logger.info("task_execution_success_rate: %d of %d tasks succeeded exactly once", len(ok), len(tasks))
-    return round(len(ok) / len(tasks), 6)
+    failed = sorted(t["id"] for t in tasks if t not in ok)
+    return _done(name, ratio(len(ok), len(tasks), "the platform's task records", None, failed=failed[:100],
+                             reason="" if tasks else "no task was submitted in the window: is there any load?",
+                             **details))
 
 
-@boundary
-def scheduling_interruption(window: float = 120.0, configuration: Configuration = None,
-                            secrets: Secrets = None) -> float:
-    """The longest time, in the last ``window`` seconds, during which work was waiting and no task at all was
-    assigned: how long scheduling stopped (e.g. while there was no leader). Work waits from the moment a client
-    starts submitting it (the load generator's record, when there is one: a submission retried while there is no
-    leader is waiting work) or a task becomes pending, until that task is assigned. 0.0 when nothing waited."""
-    ctx = Context(configuration)
-    window = number("window", window, 0, 86400, low_open=True)
-    forms = forms_of(ctx)
-    if forms is not None:
-        measured = forms.interruption(window)
-        logger.info("scheduling_interruption: longest stall %.3f s in the last %g s (%s)", measured["value"], window,
-                    measured["resolution"])
-        return measured["value"]
-    now = time.time()
-    since = now - window
-    tasks = ctx.platform.tasks(since=since - 3600)
-    try:
-        submissions = ctx.platform.submissions(since=since - 60)
-    except ChaosSchedulerError:
-        submissions = []
-    submitted = {t: s["at"] for s in submissions for t in s.get("tasks", [])}
-    assignments = sorted(h["at"] for t in tasks for h in t["history"] if h["event"] == "assigned")
-    waits = [(s["at"], s["at"] + s["latency"]) for s in submissions if s["outcome"] != "accepted"]
-    for task in tasks:
-        ready = [min(task["submitted_at"], submitted.get(task["id"], task["submitted_at"]))]
-        ready += [h["at"] for h in task["history"] if h["event"] in ("rescheduled", "dispatch_failed")]
-        for start in ready:
-            later = [h["at"] for h in task["history"] if h["event"] == "assigned" and h["at"] >= start]
-            waits.append((start, min(later) if later else now))
-    longest = longest_stall(waits, assignments, since)
-    logger.info("scheduling_interruption: longest stall %.3f s in the last %g s", longest, window)
-    return round(longest, 6)
-
-
-@boundary
-def data_consistency(window: float = 0.0, settle: float = 30.0, configuration: Configuration = None,
-                     secrets: Secrets = None) -> Dict[str, Any]:
-    """Whether every accepted task ran to completion exactly once: of the tasks accepted in the last ``window``
-    seconds (0 = all), waits up to ``settle`` seconds for them to finish, then reports ``{"ratio": share
-    consistent, "accepted": n, "lost": [ids never completed or unknown to the platform], "duplicated": [ids
-    completed more than once], "stale_completions": n}``. Judge it with a range tolerance on target "ratio"."""
-    ctx = Context(configuration)
-    window = number("window", window, 0, 86400)
-    settle = number("settle", settle, 0, 3600)
-    forms = forms_of(ctx)
-    if forms is not None:
-        measured = forms.consistency(window, settle, ctx.settings.poll_interval)
-        logger.info("data_consistency: %s", measured)
-        return measured
-    cutoff = time.time()  # judge the tasks accepted so far; later ones are not waited for
-    since = cutoff - window if window else 0.0
-    accepted_ids: set = set()
-    try:
-        accepted_ids = {t for s in ctx.platform.submissions(since=since) if s["outcome"] == "accepted"
-                        and s["at"] <= cutoff for t in s.get("tasks", [])}
-    except ChaosSchedulerError as e:
-        logger.info("data_consistency: no submission record (%s); checking the platform's tasks only", e)
-    deadline = Deadline(settle)
-    while True:
-        tasks = {t["id"]: t for t in ctx.platform.tasks(since=since)}
-        ids = accepted_ids | {i for i, t in tasks.items() if t["submitted_at"] <= cutoff}
-        unfinished = [i for i in ids if i not in tasks or tasks[i]["state"] != "completed"]
-        if not unfinished or deadline.expired():
-            break
-        time.sleep(max(ctx.settings.poll_interval, 0.1))
-    lost = sorted(unfinished)
-    duplicated = sorted(i for i, t in tasks.items() if t.get("completions", 0) > 1)
-    stale = sum(len(t.get("stale_completions", [])) for t in tasks.values())
-    ratio = 1.0 if not ids else (len(ids) - len(set(lost) | set(duplicated))) / len(ids)
-    result = {"ratio": round(ratio, 6), "accepted": len(ids), "lost": lost[:100], "duplicated": duplicated[:100],
-              "stale_completions": stale}
-    logger.info("data_consistency: %s", result)
-    return result
-
-
-@boundary
-def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, fault_id: str = "",
-                                 configuration: Configuration = None, secrets: Secrets = None) -> float:
-    """The share of workers the platform did *not* wrongly declare dead. A declaration is wrong when the worker
-    was not cut off from the registry at the time (loss, latency or a masters-only partition must not kill a
-    worker). Looks at this run's latest partition_workers fault (or ``fault_id``) from its start to ``grace``
-    seconds after it ended, or at the last ``window`` seconds when there is none."""
-    ctx = Context(configuration)
-    window = number("window", window, 0, 86400, low_open=True)
-    grace = number("grace", grace, 0, 3600)
-    fault = fault_of_run(ctx, ["partition_workers"], fault_id)
-    if fault:
-        start, end = fault["started_at"], (fault.get("undone_at") or time.time()) + grace
-    else:
-        start, end = time.time() - window, time.time()
-    excused = set()
-    for other in ctx.ledger.all():
-        if other.get("run_id") == ctx.run_id and other.get("started_at") and cut_from_registry(other):
-            excused |= set(other["targets"])
-    forms = forms_of(ctx)
-    if forms is not None:
-        measured = forms.wrongly_declared(start, end, sorted(excused))
-        logger.info("heartbeat_detection_accuracy: %s", measured)
-        return measured["value"]
-    workers = ctx.platform.worker_states()
-    wrong = sorted(w["name"] for w in workers if w["name"] not in excused
-                   and any(start <= t <= end for t in (w.get("dead_declarations") or [])))
-    judged = [w for w in workers if w["name"] not in excused]
-    if not judged:
-        return 1.0
-    logger.info("heartbeat_detection_accuracy: wrongly declared dead: %s", wrong or "none")
-    return round(1 - len(wrong) / len(judged), 6)
-
-
-@boundary
-def cluster_health(configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
-    """Exactly one leader, every master process running, every worker alive: ``{"healthy": bool, "leader": name,
-    "leaders": [masters claiming leadership], "masters_running": n, "masters": n, "workers_alive": n,
-    "workers": n, "problems": [...], "problem_count": n}``. Judge it with a range tolerance [0, 0] on target
-    "problem_count"."""
-    ctx = Context(configuration)
-    platform = ctx.platform
-    masters = platform.masters()
-    running = [m for m in masters if platform.is_running(m)]
-    claims = platform.leader_claims() if hasattr(platform, "leader_claims") else []
-    leader = platform.leader().get("leader")
-    workers = platform.worker_states()
-    alive = [w["name"] for w in workers if w["alive"]]
-    problems = []
-    if not leader:
-        problems.append("no leader")
-    if len(claims) > 1:
-        problems.append(f"{len(claims)} masters claim to lead: {', '.join(claims)}")
-    if len(running) < len(masters):
-        problems.append(f"masters not running: {', '.join(sorted(set(masters) - set(running)))}")
-    if len(alive) < len(workers):
-        problems.append(f"workers not alive: {', '.join(sorted(w['name'] for w in workers if not w['alive']))}")
-    return {"healthy": not problems, "leader": leader, "leaders": claims, "masters_running": len(running),
-            "masters": len(masters), "workers_alive": len(alive), "workers": len(workers), "problems": problems,
-            "problem_count": len(problems)}
-
-
-@boundary
-def remaining_workers_utilization(configuration: Configuration = None, secrets: Secrets = None) -> float:
-    """Running tasks over task slots on the workers that are alive and not cut off: how hard the survivors work
-    (the article's limit is 0.9). While this run's latest worker fault is in place the value is measured and its
-    peak stored with the fault; once the fault is undone, that peak is returned (the utilisation *during* the
-    fault). Without such a fault: the utilisation of every live worker now."""
-    ctx = Context(configuration)
-    fault = fault_of_run(ctx, CUT_ACTIONS, "")
-    if fault and fault.get("state") not in OPEN_STATES:
-        recalled = recall(fault, "remaining_workers_utilization")
-        if recalled is not None:
-            return recalled
-    cut = {t for f in ctx.ledger.open_faults(run_id=ctx.run_id) if f.get("action") in CUT_ACTIONS
-           for t in f["targets"]}
-    survivors = [w for w in ctx.platform.workers() if w["alive"] and w["name"] not in cut]
-    slots = sum(w.get("slots") or 0 for w in survivors)
-    if not slots:
-        raise ChaosSchedulerError("no worker is alive and reachable: utilisation of the survivors is undefined")
-    value = round(sum(len(w.get("running", [])) for w in survivors) / slots, 6)
-    if fault and fault.get("state") in OPEN_STATES:
-        peak = max(value, recall(fault, "remaining_workers_utilization") or 0.0)
-        remember(ctx, fault, "remaining_workers_utilization", {"value": peak, "survivors": len(survivors)})
-    logger.info("remaining_workers_utilization: %.3f over %d survivors", value, len(survivors))
-    return value
+from .probes_more import (cluster_health, data_consistency, heartbeat_detection_accuracy,  # noqa: E402,F401
+                          remaining_workers_utilization, scheduling_interruption)

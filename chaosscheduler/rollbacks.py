@@ -64,8 +64,8 @@ def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
                   configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
     """Give isolated workers their network back, then wait up to ``timeout`` seconds for each to register again.
     ``scope``: "run" (default: this run's faults) or "all" (every open one in the ledger); ``fault_id`` limits it to
-    one fault. Returns ``{"undone": [...], "errors": [], "rejoined": [workers], "seconds": time to rejoin}``; raises
-    if a fault could not be undone or a worker did not come back in time."""
+    one fault. Returns ``{"undone": [...], "errors": [], "rejoined": [workers], "seconds": time to rejoin,
+    "timeout"}``; raises if a fault could not be undone or a worker did not come back in time."""
     ctx = Context(configuration)
     timeout = number("timeout", timeout, 0, 3600)
     opened = {f["id"]: f for f in ctx.ledger.open_faults()}
@@ -82,7 +82,7 @@ def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
         except TimeoutError as e:
             raise FaultError(f"network restored, but {', '.join(workers)} did not register again within "
                              f"{timeout} s") from e
-    return dict(result, rejoined=workers, seconds=round(time.monotonic() - started, 3))
+    return dict(result, rejoined=workers, seconds=round(time.monotonic() - started, 3), timeout=timeout)
 
 
 @boundary

@@ -10,6 +10,10 @@ Resolution: every value inherits the scrape interval (a change is seen by the fi
 taken from range queries evaluated every quarter of the scrape interval, so a time is late by at most one scrape
 interval plus a quarter of it; counts of tasks are exact per scrape but, across targets scraped at different
 moments, tasks in flight (rate x scrape interval) are not told from lost ones. Each result states its resolution.
+
+Freshness: :meth:`MetricsForms.freshness` says how old the samples behind a figure could be (an exporter that blocks
+during a failover leaves a gap); the probes widen the stated resolution by that age, or refuse to decide beyond ten
+scrape intervals (``chaosscheduler.probe_windows.forms_fresh``).
 """
 
 import logging
@@ -294,6 +298,7 @@ class MetricsForms:
         leaders, pending = per_step("leaders"), per_step("tasks_pending")
         running, completed = per_step("tasks_running"), per_step("tasks_completed")
         longest = run = 0.0
+        stalled_at_end = False
         previous: Optional[float] = None
         # every step of the window: a step where no master claims to lead has no sample at all
         grid = [round(start + k * step, 3) for k in range(int(window / step) + 1)]
@@ -304,10 +309,12 @@ class MetricsForms:
             if leaders.get(t, 0) < 1 or (pending.get(t, 0) > 0 and not progressed):
                 run += step
                 longest = max(longest, run)
+                stalled_at_end = True
             else:
                 run = 0.0
+                stalled_at_end = False
             previous = started if started is not None else previous
-        return {"value": round(longest, 6), "resolution": self.resolution()}
+        return {"value": round(longest, 6), "resolution": self.resolution(), "stalled_at_end": stalled_at_end}
 
     def wrongly_declared(self, start: float, end: float, excused: Sequence[str]) -> Dict[str, Any]:
         """Live workers the leader lost count of between ``start`` and ``end`` beyond those cut from the registry."""
@@ -319,6 +326,86 @@ class MetricsForms:
         wrong = max(0, int(round(total - min(counts))) - len(set(excused)))
         return {"value": round(1 - min(wrong, judged) / judged, 6), "wrong": wrong, "judged": judged,
                 "resolution": self.resolution()}
+
+    def utilization_peak(self, cut: Sequence[str], start: float, end: float) -> Dict[str, Any]:
+        """The peak over [start, end] of running tasks over slots on the workers not in ``cut``: the per-worker
+        running gauge evaluated every quarter scrape interval through the window (not one sample)."""
+        slots = {w["name"]: int(w.get("slots") or self.description.get("slots", 4))
+                 for w in self.workers() if w["name"] not in cut}
+        by_time: Dict[float, float] = {}
+        for labels, values in self.prometheus.series(self._query("worker_running"), start, max(end, start + self.step),
+                                                     self.step):
+            if self._node(labels, "workers") in slots:
+                for t, v in values:
+                    by_time[t] = by_time.get(t, 0.0) + v
+        total = sum(slots.values())
+        if not by_time or not total:
+            raise ChaosSchedulerError("no sample of the survivors' running tasks in the fault's window (metrics query "
+                                      "'worker_running')")
+        at, peak = max(by_time.items(), key=lambda item: item[1])
+        return {"value": round(peak / total, 6), "peak_tasks": peak, "slots": total, "at": at,
+                "resolution": self.resolution()}
+
+    def freshness(self, start: float, end: float,
+                  names: Sequence[str] = ("workers_alive", "worker_running", "leaders", "tasks_pending",
+                                          "tasks_completed", "submissions"),
+                  exclude: Sequence[str] = ()) -> Dict[str, Any]:
+        """How old the samples behind a figure over [start, end] could be. For each query: the age of its samples
+        (``timestamp()``, meaningful for plain selectors; computed series carry the evaluation time), the gaps inside
+        each series (a scrape that failed or an exporter that blocked: the series went missing, then came back), and
+        the scrape health (``up`` == 0 stretches) of the instances the series come from. A series that disappears for
+        good (a killed node) is not a gap, and the nodes in ``exclude`` (the fault's own targets: a cut worker cannot
+        be scraped, that is the fault) are left out. ``max_age`` is the worst of them; beyond ten scrape intervals
+        ``refuse`` says why no figure should rest on these data."""
+        interval, step = self.interval, self.step
+        end = max(end, start + step)
+        worst: Dict[str, float] = {}
+        instances = set()
+
+        def note(what: str, age: float) -> None:
+            if age > worst.get(what, 0.0):
+                worst[what] = age
+
+        def excluded(labels: Dict[str, str]) -> bool:
+            return bool(exclude) and any(self._node(labels, role) in exclude for role in ("workers", "masters"))
+
+        for name in names:
+            expr = self.queries.get(name) or ""
+            if not expr:
+                continue
+            for labels, values in self.prometheus.series(expr, start, end, step):
+                if excluded(labels):
+                    continue
+                if labels.get("instance"):
+                    instances.add(labels["instance"])
+                for (a, _), (b, _) in zip(values, values[1:]):
+                    if b - a > 1.5 * step:
+                        note(f"{name} gap", b - a)
+            try:
+                stamped = self.prometheus.series(f"timestamp({expr})", start, end, step)
+            except ChaosSchedulerError:
+                stamped = []
+            for labels, values in stamped:
+                if excluded(labels):
+                    continue
+                for t, sampled in values:
+                    note(f"{name} age", t - sampled)
+        for instance in sorted(instances):
+            selector = 'up{instance="%s"}' % instance.replace('"', '')
+            for _, values in self.prometheus.series(selector, start, end, step):
+                down_since = None
+                for t, v in values:
+                    if v < 1 and down_since is None:
+                        down_since = t
+                    elif v >= 1 and down_since is not None:
+                        note(f"{instance} scrapes failing", t - down_since + interval)
+                        down_since = None
+        max_age = max(worst.values(), default=0.0)
+        stale = [f"{what} {age:.1f} s" for what, age in sorted(worst.items(), key=lambda i: -i[1])
+                 if age > 1.5 * interval]
+        refuse = (f"samples up to {max_age:.1f} s old ({'; '.join(stale)}), more than ten scrape intervals "
+                  f"({10 * interval:g} s)") if max_age > 10 * interval else ""
+        return {"max_age": round(max_age, 3), "interval": interval, "stale": stale, "refuse": refuse}
 
     def utilization(self, cut: Sequence[str]) -> Dict[str, Any]:
         survivors = [w for w in self.workers() if w["alive"] and w["name"] not in cut]

@@ -21,7 +21,8 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right
 .verdict{display:flex;gap:14px;align-items:center;padding:10px 14px;border-radius:6px;margin:8px 0;border:1px solid}
 .badge{font-weight:bold;font-size:16px;text-transform:uppercase;letter-spacing:.05em;padding:3px 10px;border-radius:4px;
 color:#fff}.passed{background:#eef8f1;border-color:#3fa463}.passed .badge{background:#3fa463}
-.deviated,.failed{background:#fdeeee;border-color:#d64545}.deviated .badge,.failed .badge{background:#d64545}
+.deviated,.failed,.nofault{background:#fdeeee;border-color:#d64545}.deviated .badge,.failed .badge,
+.nofault .badge{background:#d64545}table.checks td.why{max-width:760px}
 .interrupted,.untested,.unknown{background:#fff6e8;border-color:#e08a1e}.interrupted .badge,.untested .badge,
 .unknown .badge{background:#e08a1e}td.ok{background:#e3f4e8;color:#1d6b38}td.bad{background:#fbe3e3;color:#a02828}
 td.na{color:#888;font-style:italic}
@@ -48,6 +49,11 @@ def _met(result: Optional[Dict[str, Any]]) -> str:
     if result is None:
         return "<td class=\"na\">not run</td>"
     shown = fmt_value(result["value"]) if result["value"] is not None else fmt_value(result["output"])
+    if result.get("kind") == "na":  # a measurement that does not apply is never shown as measured
+        mark = " ✓" if result["met"] is True else " ✗" if result["met"] is False else ""
+        return f"<td class=\"na\" title=\"{_e(result['output'].get('reason'))}\">not applicable{mark}</td>"
+    if result.get("text"):
+        shown = result["text"]
     if result["status"] == "failed":
         return f"<td class=\"bad\" title=\"{_e(result['error'])}\">error: {_e(result['error'] or 'failed')}</td>"
     css = "ok" if result["met"] is True else "bad" if result["met"] is False else "na"
@@ -68,6 +74,14 @@ def _verdict(view: Dict[str, Any], source: str) -> str:
     if view["failure_reasons"] or view["errors"]:
         items = "".join(f"<li>{_e(r)}</li>" for r in view["failure_reasons"] + view["errors"])
         out.append(f"<ul class=\"reasons\">{items}</ul>")
+    if view.get("failed_checks"):
+        rows = "".join(f"<tr data-check=\"{_e(c['name'])}\"><td>{i}</td><td>{_e(c['name'])}<div class=\"sub\">"
+                       f"{_e(c['func'])}</div></td><td>{_e(c['when'])} the method"
+                       f"{' (skipped by Chaos Toolkit, evaluated by the control)' if c['skipped_by_chaos_toolkit'] else ''}"
+                       f"</td><td class=\"why\">{_e(c['reason'])}</td></tr>"
+                       for i, c in enumerate(view["failed_checks"], 1))
+        out.append("<h3>Every failed check, most telling first</h3><table class=\"checks\"><tr><th>#</th><th>check"
+                   f"</th><th>when</th><th>why</th></tr>{rows}</table>")
     if view["notes"]:
         out.append("<div class=\"notes\"><b>What is missing or worth knowing</b>"
                    + "".join(f"<p>{_e(n)}</p>" for n in view["notes"]) + "</div>")
@@ -94,12 +108,38 @@ def _figures(view: Dict[str, Any]) -> str:
     rows = []
     for f in view["figures"]:
         css = "na" if f["passed"] is None else "ok" if f["passed"] else "bad"
-        value = "not measured" if f["value"] is None else fmt_value(f["value"], f["unit"])
+        value = f.get("text") or ("not measured" if f["value"] is None else fmt_value(f["value"], f["unit"]))
         rows.append(f"<tr data-figure=\"{_e(f['func'])}\"><td>{_e(f['label'])}</td><td>{_e(f['scenario'])}</td>"
                     f"<td class=\"num\">{_e(f['threshold'])}</td><td class=\"num {css}\">{_e(value)}</td>"
                     f"<td>{_e(f['source'] or '—')}</td></tr>")
     return ("<table><tr><th>measure</th><th>scenario</th><th>default threshold</th><th>measured</th>"
             f"<th>from</th></tr>{''.join(rows)}</table>")
+
+
+def _witness(view: Dict[str, Any]) -> str:
+    summary = view.get("witness") or {}
+    if not summary:
+        return ""
+    if summary.get("enabled") is False or summary.get("error"):
+        return (f"<h3>Witness</h3><p class=\"na\">No witness history: "
+                f"{_e(summary.get('error') or 'switched off')}; the figures come from the platform's own account.</p>")
+    counts = summary.get("counts") or {}
+    parts = [f"{counts.get(k, 0)} {k}" for k in ("invoked", "ok", "fail", "info", "executed", "completed")]
+
+    def ratio(name: str) -> str:
+        r = summary.get(name) or {}
+        if r.get("value") is None:
+            return f"{name}: —"
+        return (f"{name}: {r['value'] * 100:.4g} % (n = {r.get('n')}, 95 % lower bound "
+                f"{(r.get('lower') or 0) * 100:.4g} %)")
+
+    anomalies = "; ".join(f"{k}: {', '.join(map(str, summary.get(k) or []))}" for k in ("lost", "duplicated", "forgotten",
+                                                                                       "unexpected")
+                          if summary.get(k)) or "no task lost, run twice, forgotten or unexpected"
+    stall = summary.get("stall") or {}
+    stall_text = f"; longest stall {stall['seconds']:.2f} s" if isinstance(stall.get("seconds"), (int, float)) else ""
+    return (f"<h3>Witness</h3><p>Our own tasks, submitted through the platform's interface: {_e(', '.join(parts))}. "
+            f"{_e(ratio('submissions'))}; {_e(ratio('execution'))}{_e(stall_text)}. {_e(anomalies)}.</p>")
 
 
 def _hypothesis(view: Dict[str, Any]) -> str:
@@ -158,7 +198,7 @@ def _run(view: Dict[str, Any], index: int, source: str) -> str:
     origin = _origin(view)
     return (f"<section class=\"run\" id=\"run-{index}\"><h2>#{index} {_e(view['title'])}</h2>"
             f"{_verdict(view, source)}<h3>Timeline</h3>{_timeline(view, f'timeline-{index}')}"
-            f"<h3>Measured figures against the article's thresholds</h3>{_figures(view)}"
+            f"<h3>Measured figures against the article's thresholds</h3>{_figures(view)}{_witness(view)}"
             f"<h3>Steady-state hypothesis</h3>{_hypothesis(view)}<h3>Faults</h3>{_faults(view, origin)}"
             f"{_activities(view, origin)}</section>")
 

@@ -6,6 +6,9 @@ import json
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
+from .checks import failed_checks, is_measurement, measurement_text, no_fault
+from .witness_lane import witness_view
+
 __all__ = ["THRESHOLDS", "SHORT", "run_view", "number_of", "epoch", "fmt_value"]
 
 # The reference article's thresholds (DESIGN.md): probe function, label, scenario, comparison, limit, unit.
@@ -53,8 +56,11 @@ def epoch(value: Any) -> Optional[float]:
 
 
 def number_of(output: Any, func: str = "", target: Optional[str] = None) -> Optional[float]:
-    """The number a probe's output stands for (a dict output: its tolerance target, e.g. ``ratio``)."""
+    """The number a probe's output stands for (a dict output: its tolerance target, e.g. ``ratio``; a measurement:
+    its value, none when it does not apply or was not decided)."""
     if isinstance(output, bool):
+        return None
+    if is_measurement(output) and (output.get("applicable") is False or output.get("decided") is False):
         return None
     if isinstance(output, (int, float)):
         return float(output) if math.isfinite(output) else None
@@ -103,8 +109,9 @@ def _probe_result(entry: Optional[Dict[str, Any]], func: str, target: Optional[s
     if entry is None:
         return None
     output = entry.get("output")
+    text, kind = measurement_text(output) if is_measurement(output) else (None, None)
     return {"value": number_of(output, func, target), "output": output, "met": entry.get("tolerance_met"),
-            "status": entry.get("status"), "error": _error(entry)}
+            "status": entry.get("status"), "error": _error(entry), "text": text, "kind": kind}
 
 
 def _provider_func(activity: Dict[str, Any]) -> str:
@@ -153,39 +160,60 @@ def _activities(journal: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
+def _passed(output: Any, value: Optional[float], op: str, limit: float) -> Optional[bool]:
+    if is_measurement(output):
+        if output.get("ongoing") or output.get("decided") is False:
+            return False
+        if op == ">" and output.get("lower") is not None:
+            return output["lower"] >= limit  # judged on the one-sided 95 % bound, not the point estimate
+        if op == "=" and output.get("anomalies") is not None:
+            return output["anomalies"] == 0
+    if value is None:
+        return None
+    return value < limit if op == "<" else value > limit if op == ">" else abs(value - limit) < 1e-9
+
+
 def _figures(hypothesis: List[Dict[str, Any]], activities: List[Dict[str, Any]],
              faults: List[Dict[str, Any]], used: set) -> List[Dict[str, Any]]:
     rows = []
     for func, label, scenario, op, limit, unit in THRESHOLDS:
-        value, source = None, None
+        value, source, output = None, None, None
         for row in hypothesis:
-            if row["func"] == func and row["after"] and row["after"]["value"] is not None:
-                value, source = row["after"]["value"], "hypothesis after the method"
-        if value is None:
+            after = row["after"]
+            if row["func"] == func and after and (after["value"] is not None or after["kind"] in ("undecided",
+                                                                                                  "ongoing")):
+                value, source, output = after["value"], "hypothesis after the method", after["output"]
+        if value is None and output is None:
             for act in activities:
                 if act["phase"] == "method" and act["func"] == func and number_of(act["output"], func) is not None:
-                    value, source = number_of(act["output"], func), "probe in the method"
+                    value, source, output = number_of(act["output"], func), "probe in the method", act["output"]
         if value is None:
             for fault in faults:
                 measured = number_of(_dict(_dict(fault.get("measurements")).get(func)).get("value"))
                 if measured is not None:
                     value, source = measured, f"ledger (fault {fault.get('id')})"
-        if value is None and func not in used:
+        if value is None and output is None and func not in used:
             continue
-        passed = None if value is None else (value < limit if op == "<" else value > limit if op == ">"
-                                             else abs(value - limit) < 1e-9)
+        text, kind = measurement_text(output) if is_measurement(output) else (None, None)
+        if is_measurement(output) and output.get("source"):
+            source = f"{source}: {output['source']}"
         rows.append({"func": func, "label": label, "scenario": scenario, "threshold": f"{op} {fmt_value(limit, unit)}",
-                     "op": op, "limit": limit, "unit": unit, "value": value, "source": source, "passed": passed})
+                     "op": op, "limit": limit, "unit": unit, "value": value if kind in (None, "value") else None,
+                     "source": source, "passed": _passed(output, value, op, limit), "text": text, "kind": kind,
+                     "n": output.get("n") if isinstance(output, dict) else None,
+                     "lower": output.get("lower") if isinstance(output, dict) else None})
     return rows
 
 
-def _verdict(journal: Dict[str, Any], before_met: Optional[bool]) -> Tuple[str, str]:
+def _verdict(journal: Dict[str, Any], before_met: Optional[bool], nothing: Optional[str] = None) -> Tuple[str, str]:
     status = journal.get("status")
     if status == "killed":  # rendered from a run record (chaosscheduler.run_journal): no journal was written
         return "interrupted", "Killed: the run's process died before the run ended (rendered from its run record)"
     if status in ("interrupted", "aborted"):
         return "interrupted", ("Interrupted: the run was stopped before it finished" if status == "interrupted"
                                else "Aborted: the run was stopped before it finished")
+    if nothing and before_met is not False:
+        return "nofault", nothing
     if journal.get("deviated") is True:
         return "deviated", "Deviated: the steady state did not hold after the fault: a weakness was found"
     if before_met is False:
@@ -214,14 +242,16 @@ def run_view(journal: Any, label: str = "") -> Dict[str, Any]:
     activities = _activities(journal)
     faults = [f for f in _list(ours.get("faults")) if isinstance(f, dict)]
     timeline = ours.get("timeline") if isinstance(ours.get("timeline"), dict) else None
-    verdict, verdict_text = _verdict(journal, before_met)
+    nothing = no_fault(journal, ours)
+    verdict, verdict_text = _verdict(journal, before_met, nothing)
+    checks = failed_checks(journal, ours)
     if not journal:
         notes.append("The journal is empty or not a JSON object.")
     if hypothesis and before is None:
         notes.append("The steady-state hypothesis was never checked before the method (the run stopped earlier).")
     if before_met is False:
         notes.append("The steady state was not met before the method: the method was skipped and no fault was "
-                     "injected, so the platform was not tested. The figures are the neutral values of the probes.")
+                     "injected, so the platform was not tested.")
     elif hypothesis and before_met and after is None:
         notes.append("The steady-state hypothesis after the method is missing"
                      + (" because the run was interrupted" if verdict == "interrupted" else "")
@@ -234,8 +264,14 @@ def run_view(journal: Any, label: str = "") -> Dict[str, Any]:
                      f"no output were recorded (chaos report cannot render such journals; this report can).")
     if isinstance(after, dict) and any(row["after"] is None for row in hypothesis) \
             and any(row["after"] and row["after"]["met"] is False for row in hypothesis):
-        notes.append("Chaos Toolkit stops checking a hypothesis at its first probe out of tolerance: the probes "
-                     "marked 'not run' after the method were not checked.")
+        if _list(ours.get("skipped_probes")):
+            notes.append("Chaos Toolkit stops checking a hypothesis at its first probe out of tolerance: the control "
+                         "evaluated the probes it skipped; their failures are among the failed checks.")
+        else:
+            notes.append("Chaos Toolkit stops checking a hypothesis at its first probe out of tolerance: the probes "
+                         "marked 'not run' after the method were not checked.")
+    for warning in _list(_dict(ours.get("verdicts")).get("warnings")):
+        notes.append(f"Experiment check: {warning}")
     if ours and "timeline" not in ours:
         notes.append("No timeline: the run was recorded without one (an older chaosscheduler, or the control's "
                      "argument timeline: false). The chart shows the activities and fault windows only.")
@@ -259,6 +295,11 @@ def run_view(journal: Any, label: str = "") -> Dict[str, Any]:
         notes.append(f"Undo error: {error}")
     used = {row["func"] for row in hypothesis} | {a["func"] for a in activities}
     start = epoch(journal.get("start"))
+    witness_origin = timeline.get("started_at") if timeline and isinstance(timeline.get("started_at"), (int, float)) \
+        else start
+    witness_timeline = witness_view(ours, witness_origin)
+    if witness_timeline and witness_timeline.get("note"):
+        notes.append(f"Witness: {witness_timeline['note']}.")
     return {
         "label": label, "title": str(experiment.get("title") or "(untitled experiment)"),
         "description": str(experiment.get("description") or ""), "status": journal.get("status"),
@@ -267,5 +308,7 @@ def run_view(journal: Any, label: str = "") -> Dict[str, Any]:
         "run_id": ours.get("run_id"), "failure_reasons": [str(r) for r in _list(ours.get("failure_reasons"))],
         "errors": [f"{a['name']}: {a['error']}" for a in activities if a["status"] == "failed" and a["error"]],
         "hypothesis": hypothesis, "activities": activities, "faults": faults, "timeline": timeline,
-        "figures": _figures(hypothesis, activities, faults, used), "notes": notes,
+        "figures": _figures(hypothesis, activities, faults, used), "notes": notes, "failed_checks": checks,
+        "no_fault": nothing, "witness": _dict(ours.get("witness")) or None,
+        "witness_timeline": witness_timeline,
     }

@@ -11,6 +11,7 @@ from xml.sax.saxutils import quoteattr
 
 from .canvas import FAULT, FONT, LEFT, PALETTE, RIGHT, SERIES, STATE, WIDTH, Canvas, Scale, fits, tick_step
 from .model import fmt_value
+from .witness_lane import HEIGHT as WITNESS_HEIGHT, MARKS as WITNESS_MARKS, draw_witness
 
 __all__ = ["timeline_svg"]
 
@@ -118,6 +119,9 @@ def timeline_svg(view: Dict[str, Any], chart_id: str = "c0") -> str:
         rows.append(("faults", "faults", 18))
     for i, _ in enumerate(measures):
         rows.append((f"measure{i}", "measured" if i == 0 else "", 14))
+    witness = view.get("witness_timeline") or {}
+    if witness.get("bins"):
+        rows.append(("witness", "witness tasks", WITNESS_HEIGHT))
     if timeline.get("leader"):
         rows.append(("leader", "leader", 20))
     rows += [(f"master:{m}", m, 11) for m in masters]
@@ -133,6 +137,10 @@ def timeline_svg(view: Dict[str, Any], chart_id: str = "c0") -> str:
     axis_y = chart_top + chart_h + (6 if has_series else 0)
     legend_y = axis_y + 34
     legend = _legend_items(hatch, bool(timeline.get("leader")), has_series, bool(windows))
+    if witness.get("bins"):
+        legend += [("#9fd3ae", "witness: started /s"), ("#2b6cb0", "witness: submitted /s")]
+        legend += [(color, f"witness: {words}") for kind, (color, words) in WITNESS_MARKS.items()
+                   if any(m[0] == kind for m in witness.get("marks") or [])]
     height = legend_y + 18 * _legend_lines(legend) + 8
 
     c = Canvas()
@@ -204,6 +212,8 @@ def timeline_svg(view: Dict[str, Any], chart_id: str = "c0") -> str:
             c.add("line", x1=x, y1=y0 - 5, x2=x, y2=y0 + 5, stroke="#222", stroke_width=2)
         c.text(x1 + 5, y0 + 4, f"{text} ({probe})", size=10, fill="#222")
 
+    if "witness" in y_of:
+        draw_witness(c, scale, y_of["witness"], witness)
     if "leader" in y_of:
         _segments(c, scale, y_of["leader"], 20, "leader", timeline["leader"],
                   lambda v: colors.get(v, "#888") if v else f"url(#{hatch})", label=lambda v: v)

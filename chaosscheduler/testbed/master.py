@@ -72,6 +72,9 @@ class Master(MasterAPI):
         self.dispatcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dispatch")
         self.dispatch_failures: List[Tuple[str, int, str, bool]] = []  # (task, attempt, worker, refused)
         self.last_reconcile = 0.0
+        self.seen_other_leader = False  # knob stall_after_election: only a failover's winner stalls
+        self.stall_until = 0.0
+        self.last_merge = 0.0
         self.rng = random.Random()
 
     def knob(self, share: float) -> bool:
@@ -87,6 +90,7 @@ class Master(MasterAPI):
         except Exception:
             return
         current = json.loads(value)["name"] if value else None
+        self.seen_other_leader = self.seen_other_leader or (current is not None and current != self.name)
         if current != self.leader_name:
             self.leader_name = current
             self.m.leader_changes.inc()
@@ -127,6 +131,9 @@ class Master(MasterAPI):
             self.m.leader_changes.inc()
         self.rt.events.emit("leader_acquired", term=self.leader_rev, since=since)
         logger.info("became leader (term %s)", self.leader_rev)
+        if self.spec.stall_after_election and self.seen_other_leader:  # broken knob: a new leader that idles
+            self.stall_until = time.monotonic() + self.spec.stall_after_election
+            self.rt.events.emit("leader_stalling", seconds=self.spec.stall_after_election)
 
     def keeper_loop(self) -> None:
         """Keep the leader lease alive in a thread of its own, so that scheduling work blocked on an unreachable
@@ -137,6 +144,13 @@ class Master(MasterAPI):
             self.rt.stopping.wait(LOOP)
 
     def _keep_leadership(self) -> None:
+        if self.spec.split_brain:  # broken knob: never step down, whatever becomes of the lease
+            try:
+                self.lease.refresh()
+            except Exception:
+                pass
+            self.last_refresh = time.monotonic()
+            return
         now = time.monotonic()
         if now - self.last_refresh > self.spec.election_ttl:
             # by our own clock the lease has run out (last_refresh is when the refresh was *sent*): stop claiming
@@ -180,6 +194,12 @@ class Master(MasterAPI):
     def _write(self, puts: Dict[str, Any], deletes: Tuple[str, ...] = ()) -> None:
         """Write ``puts`` (key -> JSON value) and ``deletes`` in one transaction fenced on our leadership."""
         ops = [self.tx.put(k, json.dumps(v)) for k, v in puts.items()] + [self.tx.delete(k) for k in deletes]
+        if self.spec.split_brain:  # broken knob: no fence, and a write that fails is forgotten
+            try:
+                self.etcd.transaction(compare=[], success=ops, failure=[])
+            except Exception:
+                pass
+            return
         try:
             ok, _ = self.etcd.transaction(compare=[self.tx.create(LEADER_KEY) == self.leader_rev],
                                           success=ops, failure=[])
@@ -218,7 +238,10 @@ class Master(MasterAPI):
                 self._sync_workers()
                 self._handle_dispatch_failures()
                 self._reschedule_orphans()
-                self._schedule()
+                if self.spec.split_brain:
+                    self._merge_pending()
+                if time.monotonic() >= self.stall_until:
+                    self._schedule()
                 if time.monotonic() - self.last_reconcile > 1.0:
                     self.last_reconcile = time.monotonic()
                     plan = self._reconcile_plan()
@@ -280,6 +303,21 @@ class Master(MasterAPI):
             self.m.rescheduled.inc()
             self.rt.events.emit("task_rescheduled", task=task["id"], from_worker=task["worker"],
                                 attempt=updated["attempt"], not_before=updated.get("not_before"))
+
+    def _merge_pending(self) -> None:
+        """Split-brain knob: take every pending task found in etcd that this leader does not know (twice a second),
+        as a scheduler sharing a task table with no lock would; two leaders then both schedule them."""
+        if time.monotonic() - self.last_merge < 0.5:
+            return
+        self.last_merge = time.monotonic()
+        try:
+            stored = [json.loads(v) for v, _ in self.etcd.get_prefix(TASKS)]
+        except Exception:
+            return
+        for task in stored:
+            if task["state"] == "pending" and task["id"] not in self.tasks:
+                self.tasks[task["id"]] = task
+                self.pending.append(task["id"])
 
     def _handle_dispatch_failures(self) -> None:
         """A refused dispatch puts the task back in the queue with a new attempt. A timed-out one may have reached

@@ -83,6 +83,11 @@ class ClusterSpec:
     drop_lost: bool = False            # a dead worker's unfinished tasks are silently deleted (no rescheduling,
                                        # no error, no record left)
     reschedule_delay: float = 0.0      # seconds a rescheduled task waits before it may be assigned again
+    # broken knobs of the verdict work: a new leader that assigns nothing for this many seconds after winning a
+    # failover (not the first election); a split brain: leaders never step down, write without the fence and
+    # schedule every pending task they find in etcd (a zombie leader after a pause acts beside the new one)
+    stall_after_election: float = 0.0
+    split_brain: bool = False
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> "ClusterSpec":
@@ -116,6 +121,8 @@ class ClusterSpec:
         if self.network not in NETWORK_MODES:
             raise ConfigurationError(f"testbed setting 'network' must be one of {', '.join(NETWORK_MODES)}, "
                                      f"got {self.network!r}")
+        _float("stall_after_election", self.stall_after_election, 0.0, 3600.0)
+        _bool("split_brain", self.split_brain)
         _bool("sshd", self.sshd)
         _float("duplicate_completion", self.duplicate_completion, 0.0, 1.0)
         _float("duplicate_dispatch", self.duplicate_dispatch, 0.0, 1.0)

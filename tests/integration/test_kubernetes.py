@@ -121,14 +121,14 @@ def test_kill_master_deletes_the_leader_pod_with_grace_zero_and_the_lease_times_
     delete = [r for r in fake.requests if r["method"] == "DELETE"][0]
     assert delete["query"].get("gracePeriodSeconds") == ["0"]
 
-    elapsed = probes.leader_election_time(timeout=10, configuration=cfg, secrets=sec)
+    elapsed = probes.leader_election_time(timeout=10, configuration=cfg, secrets=sec)["value"]
     election = fake.elections[0]
     assert election["lost"] == leader and election["leader"] != leader
     truth = election["at"] - record["started_at"]
     # resolution: the poll interval plus one request (stated with the measurement); the fake elects after 0.5 s
     assert truth - 0.01 <= elapsed <= truth + 0.5, (elapsed, truth)
     stored = Ledger(home).get(record["id"])["measurements"]["leader_election_time"]
-    assert stored["new_leader"] == election["leader"] and "lease" in stored["resolution"]
+    assert stored["new_leader"] == election["leader"] and "lease" in stored["source"]
 
     result = rollbacks.restart_master(configuration=cfg, secrets=sec)
     assert result["undone"] == [record["id"]]

@@ -146,7 +146,7 @@ def test_kill_the_raft_leader_of_a_real_etcd_cluster_and_time_its_election(etcd_
     old = health["leader"]
     record = actions.kill_master(target="leader", duration=60, configuration=configuration)
     assert record["targets"] == [old] and record["was_leader"]
-    measured = probes.leader_election_time(timeout=30, configuration=configuration)
+    measured = probes.leader_election_time(timeout=30, configuration=configuration)["value"]
     t0 = record["started_at"]
     stored = Ledger(etcd_cluster["state_dir"]).get(record["id"])["measurements"]["leader_election_time"]
     new = stored["new_leader"]

@@ -77,14 +77,42 @@ def assert_nothing_left(tb, home, journal):
         assert timers(fault["id"]) == [], fault["id"]
 
 
+WITNESS_SIZING = {"master-crash.json": (15, 1.0), "worker-disconnect.json": (11, 20.0),
+                  "network-partition.json": (8, 2.0)}  # (tasks/s, seconds): docs/experiments.md, "Sizing"
+
+
+def sized(experiment, **changes):
+    """The embedded cluster an experiment sizes for its thresholds, its load generator doing the witness's work (no
+    witness on the hosts platform here: the verdicts come from Prometheus, as on a scheduler without a submitter),
+    with a third more slots: the metrics' running counts include tasks a sampled scrape sees twice."""
+    with open(os.path.join(ROOT, "experiments", experiment)) as handle:
+        configuration = json.load(handle)["configuration"]
+    spec = dict(configuration["chaosscheduler_testbed"])
+    witness = configuration.get("chaosscheduler_witness") or {}
+    rate, duration = WITNESS_SIZING[experiment]
+    spec.update(load_rate=witness.get("rate", rate), task_duration=witness.get("duration", duration),
+                slots=int(spec.get("slots", 4) * 4 / 3), **changes)
+    return spec
+
+
+def metrics_only(tmp_path, tb):
+    """The platform's heartbeat as the probes cannot read it from Prometheus, and no witness."""
+    configuration = {"heartbeat_interval": tb.spec.keepalive_interval, "heartbeat_timeout": tb.spec.heartbeat_ttl}
+    if "witness" in config.KNOWN:
+        configuration["chaosscheduler_witness"] = False
+    path = tmp_path / "metrics-only.json"
+    path.write_text(json.dumps({"configuration": configuration}))
+    return str(path)
+
+
 @pytest.mark.parametrize("experiment,action", [
     ("worker-disconnect.json", "isolate_worker"),
     ("master-crash.json", "kill_master"),
     ("network-partition.json", "partition_workers"),
 ])
 def test_an_unchanged_experiment_passes_over_ssh_and_prometheus(tmp_path, remote_cluster, experiment, action):
-    tb, home, var_file = remote_cluster()
-    proc, journal = run_chaos(tmp_path, home, experiment, [var_file])
+    tb, home, var_file = remote_cluster(**sized(experiment))
+    proc, journal = run_chaos(tmp_path, home, experiment, [var_file, metrics_only(tmp_path, tb)])
     failing = [(when, p["activity"]["name"], p.get("output")) for when in ("before", "after")
                for p in (journal["steady_states"].get(when) or {}).get("probes", []) if not p["tolerance_met"]]
     assert proc.returncode == 0, (failing, journal["chaosscheduler"].get("failure_reasons"))
@@ -101,11 +129,10 @@ def test_an_unchanged_experiment_passes_over_ssh_and_prometheus(tmp_path, remote
 
 
 def test_a_platform_that_does_not_reschedule_deviates_on_the_metrics_probe(tmp_path, remote_cluster):
-    tb, home, var_file = remote_cluster(reschedule=False)
-    broken = os.path.join(ROOT, "experiments", "vars", "broken-no-reschedule.json")
-    proc, journal = run_chaos(tmp_path, home, "worker-disconnect.json", [var_file, broken])
+    tb, home, var_file = remote_cluster(**sized("worker-disconnect.json", reschedule=False))
+    proc, journal = run_chaos(tmp_path, home, "worker-disconnect.json", [var_file, metrics_only(tmp_path, tb)])
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert journal["steady_states"]["before"]["steady_state_met"]
     failing = [p["activity"]["name"] for p in journal["steady_states"]["after"]["probes"] if not p["tolerance_met"]]
-    assert "rescheduling-success-above-95pct" in failing
+    assert "lost-tasks-rescheduled" in failing
     assert_nothing_left(tb, home, journal)

@@ -102,7 +102,7 @@ def test_kill_the_zookeeper_elected_leader_and_time_the_takeover(zk_lab):
     assert health["leader"] == first and health["masters_running"] == 3
     record = actions.kill_master(target="leader", duration=60, configuration=configuration)
     assert record["targets"] == [first] and record["was_leader"]
-    measured = probes.leader_election_time(timeout=30, configuration=configuration)
+    measured = probes.leader_election_time(timeout=30, configuration=configuration)["value"]
     t0 = record["started_at"]
     won = [e for e in elections(zk_lab["truth"]) if e["ts"] >= t0]
     stored = Ledger(zk_lab["state_dir"]).get(record["id"])["measurements"]["leader_election_time"]

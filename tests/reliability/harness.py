@@ -65,9 +65,13 @@ ROLLBACK_MARKER = "Rollback: "
 # Shorter fault durations (and, for the partition, shorter pauses) through the experiments' own configuration
 # keys, so a cell waits seconds, not minutes, for a self-expiry. Defaults stay those of the experiment files.
 EXPERIMENTS: Dict[str, Dict[str, Any]] = {
-    "worker-disconnect": {"vars": {"fault_duration": 15}, "wait": "Probe: measure-worker-failure-detection-time"},
-    "master-crash": {"vars": {"fault_duration": 10}, "wait": "Probe: measure-leader-election-time"},
-    "network-partition": {"vars": {"fault_duration": 10, "split_seconds": 4, "loss_seconds": 6},
+    # (each probe's wait shortened with its fault: the experiment checks refuse a fault shorter than the wait)
+    "worker-disconnect": {"vars": {"fault_duration": 15, "detection_timeout": 9, "detection_limit": 9,
+                                   "rescheduling_deadline": 9, "rescheduling_latency_limit": 9},
+                          "wait": "Probe: measure-worker-failure-detection-time"},
+    "master-crash": {"vars": {"fault_duration": 10, "leader_election_timeout": 5, "leader_election_limit": 5},
+                     "wait": "Probe: measure-leader-election-time"},
+    "network-partition": {"vars": {"fault_duration": 10, "split_seconds": 4, "loss_seconds": 5},
                           "wait": "Pausing after activity for"},
 }
 

@@ -310,6 +310,7 @@ def test_valid_values_are_typed(clean_env):
                             "chaosscheduler_testbed": {"workers": 2, "task_duration": 1.5}})
     assert settings.max_worker_share == 1.0 and isinstance(settings.max_worker_share, float)
     assert settings.poll_interval == 1.0 and isinstance(settings.poll_interval, float)
+    assert config.load({"chaosscheduler_poll_interval": None}).poll_interval == 0.01  # null: the default
     spec = settings.cluster_spec()
     assert spec.workers == 2 and spec.task_duration == 1.5 and spec.name == "default"
     assert spec.home == settings.home
