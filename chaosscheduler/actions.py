@@ -10,7 +10,7 @@ import logging
 import random
 import signal as _signal
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from chaoslib.types import Configuration, Secrets
 
@@ -152,6 +152,7 @@ def partition_workers(workers: str = "all", peers: str = "masters",
                   cuts_registry=mode == "drop" and bool(set(peer_list) & set(roles["registry"])))
     if mode == "latency":
         record.update(latency_ms=float(latency_ms))
+    _snapshot(platform, record)
     return _finish(ctx, record, dry_run)
 
 
@@ -181,7 +182,22 @@ def isolate_worker(worker: str = "busiest", duration: float = 60.0, dry_run: boo
     running = {w["name"]: w.get("running", []) for w in states}
     record.update(peers=["*"], addresses=list(EVERYTHING), mode="drop", loss=1.0, direction="both",
                   running_tasks={victim: running.get(victim, [])})
+    _snapshot(platform, record, states)
     return _finish(ctx, record, dry_run)
+
+
+def _snapshot(platform: Any, record: Dict[str, Any], states: Optional[List[Dict[str, Any]]] = None) -> None:
+    """The targets' health before the fault, for platforms that bring workers back (never resume a worker that
+    was drained before)."""
+    snapshot = getattr(platform, "worker_snapshot", None)
+    if snapshot is None:
+        return
+    try:
+        states = states if states is not None else platform.worker_states()
+    except Exception as e:  # informative only
+        logger.warning("could not read the targets' states before the fault: %s", e)
+        return
+    record["workers_before"] = snapshot(states, record["targets"])
 
 
 def _running_tasks(platform: Any, targets: List[str]) -> Dict[str, List[str]]:

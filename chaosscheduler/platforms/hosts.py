@@ -1,24 +1,35 @@
 """Any platform on hosts reached over SSH: the ``chaosscheduler_hosts`` description (see docs/platforms.md).
 
 Who is who comes from the description (masters, workers, registry, each with a host and an address); who leads from
-a leader source (:mod:`.leader`); what the workers do from Prometheus (:mod:`chaosscheduler.metrics.forms`);
-faults run as argv lists over SSH (:class:`chaosscheduler.hosts.ssh.SSHHost`). A master's process is found by a pid
-file, a pattern matched against the process list, a systemd unit or the TCP port it listens on; it is restarted by
-its systemd unit or by a command started detached on its host.
+a leader source (:mod:`.leader`); what the workers do from the scheduler's own commands
+(:mod:`.hosts_commands`: ``sinfo``, ``squeue``...) or from Prometheus (:mod:`chaosscheduler.metrics.forms`);
+faults run as argv lists over SSH (:class:`chaosscheduler.hosts.ssh.SSHHost`). A master's (or a worker's) process is
+found by a pid file, a pattern matched against the process list, a systemd unit or the TCP port it listens on; it
+is restarted by its systemd unit or by a command started detached on its host.
+
+Workers are managed like masters: after a network fault is undone, :meth:`HostsPlatform.restore_workers` starts a
+worker process that stopped (a worker that shuts itself down when cut off), waits for the platform to see the
+worker again, and resumes a worker the platform left unhealthy (drained) if it was healthy before the fault.
 """
 
+import logging
 import re
 import signal as _signal
 import time
 from typing import Any, Dict, List, Optional
 
 from ..errors import ChaosSchedulerError, ConfigurationError
-from ..hosts import CommandError
+from ..hosts import CommandError, LocalHost, NetnsHost
 from ..hosts.ssh import SSHHost
+from ..timing import Deadline
 from .base import Platform
+from .commands import Runner
+from .hosts_commands import CommandForms
 from .leader import LeaderSource, SourceEnv, build, expand
 
 __all__ = ["HostsPlatform"]
+
+logger = logging.getLogger("chaostoolkit")
 
 _FATAL = (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT)
 _SS_PID = re.compile(r"pid=(\d+)")
@@ -40,6 +51,7 @@ class HostsPlatform(Platform):
         self._hosts: Dict[str, SSHHost] = {}
         self._leader: Optional[LeaderSource] = None
         self._prometheus: Any = None
+        self._runner: Optional[Runner] = None
 
     # ------------------------------------------------------------------ description
     def reference(self) -> Dict[str, Any]:
@@ -99,12 +111,26 @@ class HostsPlatform(Platform):
         return MetricsForms(self.prometheus, self.description, self.description["metrics"]["queries"])
 
     @property
+    def runner(self) -> Runner:
+        """Runs command sources and other argv lists where the description says (SSH, or this machine)."""
+        if self._runner is None:
+            netns = self.description.get("connect_netns")
+            self._runner = Runner(self.host, NetnsHost(netns) if netns else LocalHost(), self.description["masters"],
+                                  self.description["workers"], expand)
+        return self._runner
+
+    @property
+    def commands(self) -> CommandForms:
+        """The command sources (``chaosscheduler_hosts.commands``)."""
+        return CommandForms(self.description, self.runner)
+
+    @property
     def leader_source(self) -> LeaderSource:
         if self._leader is None:
             env = SourceEnv(masters=self.description["masters"], registry=self.description["registry"],
                             netns=self.description.get("connect_netns"), secrets=self.secrets,
                             prometheus=self.prometheus if self.prometheus_base_url else None,
-                            poll_interval=self.poll_interval)
+                            poll_interval=self.poll_interval, runner=self.runner)
             self._leader = build(self.description["leader"], env)
         return self._leader
 
@@ -117,14 +143,39 @@ class HostsPlatform(Platform):
     def workers(self) -> List[Dict[str, Any]]:
         if not self.description["workers"]:
             return []
+        if self.commands.has("workers"):
+            return self.commands.workers()
         forms = self.metrics
         if forms is None:
-            raise ChaosSchedulerError("the hosts platform learns about workers from Prometheus: set "
-                                      "prometheus_base_url in the configuration")
+            raise ChaosSchedulerError("the hosts platform learns about workers from the scheduler's commands "
+                                      "(chaosscheduler_hosts.commands.workers) or from Prometheus "
+                                      "(prometheus_base_url): give one")
         return forms.workers()
 
+    def worker_states(self) -> List[Dict[str, Any]]:
+        if self.description["workers"] and self.commands.has("workers"):
+            return self.commands.workers(with_tasks=False)
+        return self.workers()
+
+    def task_records(self) -> List[Dict[str, Any]]:
+        """The scheduler's own task records (``commands.tasks``), e.g. Slurm's jobs by job id."""
+        return self.commands.task_records()
+
+    def health_problems(self) -> List[str]:
+        """The platform's own unhealthy states as it reports them (drained workers, held tasks); [] without
+        command sources."""
+        return self.commands.health_problems()
+
+    def run_on(self, place: str, argv: List[str], timeout: float = 30.0) -> Any:
+        """Run ``argv`` like a command source: ``place`` is "masters" (the first master host that answers),
+        "local" or a node name. Returns the result (``returncode``, ``stdout``, ``stderr``); raises when no host
+        could run it."""
+        result, _ = self.runner.run({"argv": list(argv), "on": place, "timeout": timeout})
+        return result
+
     def tasks(self, since: float = 0.0) -> List[Dict[str, Any]]:
-        raise ChaosSchedulerError("the hosts platform has no task records; probes use their metrics form")
+        raise ChaosSchedulerError("the hosts platform has no task records in the embedded cluster's shape; probes "
+                                  "use the witness, or their metrics form")
 
     def submissions(self, since: float = 0.0) -> List[Dict[str, Any]]:
         raise ChaosSchedulerError("the hosts platform has no submission records; probes use their metrics form")
@@ -133,11 +184,12 @@ class HostsPlatform(Platform):
     def _process(self, node: str) -> Dict[str, Any]:
         n = self.node(node)
         if "process" not in n:
-            raise ConfigurationError(f"{node} is not a master: only masters' processes are killed and restarted")
+            raise ConfigurationError(f"{node} has no 'process' in chaosscheduler_hosts: masters need one, workers "
+                                     f"get one from 'worker_process' or their own 'process'")
         return n["process"]
 
     def pid(self, node: str) -> Optional[int]:
-        """The PID of the master's process on its host, or None when it is not running."""
+        """The PID of the node's process (a master's, or a managed worker's) on its host, or None."""
         p, host, n = self._process(node), self.host(node), self.node(node)
         if p["pid_file"]:
             result = host.run(["cat", "--", expand(p["pid_file"], n)], check=False, timeout=15)
@@ -161,12 +213,12 @@ class HostsPlatform(Platform):
                 found.append(int(pid_text))
         if len(found) > 1:
             raise ChaosSchedulerError(f"the pattern for {node} matches {len(found)} processes ({found}): make it "
-                                      f"match exactly the master")
+                                      f"match exactly one process")
         return found[0] if found else None
 
     def is_running(self, node: str) -> bool:
         if "process" not in self.node(node):
-            return True  # only masters are killed; other nodes are taken to run
+            return True  # nodes without a process description are taken to run
         return self.pid(node) is not None
 
     def signal(self, node: str, sig: _signal.Signals) -> Dict[str, Any]:
@@ -211,6 +263,75 @@ class HostsPlatform(Platform):
             if time.monotonic() > deadline:
                 raise ChaosSchedulerError(f"{node} did not start within {p['restart_timeout']} s on {n['host']}")
             time.sleep(0.05)
+
+    # ------------------------------------------------------------------ workers back into service
+    def worker_snapshot(self, states: List[Dict[str, Any]], names: List[str]) -> Dict[str, Any]:
+        """What a fault record keeps of its targets before the fault: whether each was alive and healthy (so that
+        restoring never resumes a worker an operator had drained before)."""
+        return {w["name"]: {"alive": w.get("alive"), "unhealthy": w.get("unhealthy", False), "state": w.get("state")}
+                for w in states if w["name"] in names}
+
+    def restore_workers(self, names: List[str], before: Optional[Dict[str, Any]] = None,
+                        timeout: Optional[float] = None) -> Dict[str, Any]:
+        """After a network fault on ``names`` is undone: start each one's process if it stopped; wait for the
+        platform to see it alive again (it has ``commands.restore_timeout`` s, half of it before we step in); then
+        run ``commands.resume_worker`` for each still dead or unhealthy that was alive and healthy ``before`` the
+        fault. Returns ``{"restarted", "resumed", "back", "not_back"}``; never raises for a worker that stays out
+        (cluster_health reports it), only logs it."""
+        sources = self.description.get("commands") or {}
+        timeout = sources.get("restore_timeout", 60.0) if timeout is None else timeout
+        facts: Dict[str, Any] = {"restarted": [], "resumed": [], "back": [], "not_back": []}
+        for name in names:
+            try:
+                if "process" in self.node(name) and not self.is_running(name):
+                    self.restart(name)
+                    facts["restarted"].append(name)
+            except ChaosSchedulerError as e:
+                logger.warning("could not restart worker %s: %s", name, e)
+        if not self.commands.has("workers"):
+            return facts
+        before = before or {}
+        deadline = Deadline(timeout)
+        pending = set(names)
+        while pending:
+            try:
+                states = {w["name"]: w for w in self.worker_states()}
+            except ChaosSchedulerError:
+                states = {}
+            for name in sorted(pending):
+                state = states.get(name)
+                if state is None:
+                    continue
+                if state["alive"] and not state["unhealthy"]:
+                    pending.discard(name)
+                    facts["back"].append(name)
+                    continue
+                was = before.get(name) or {}
+                ours = was.get("alive", True) and not was.get("unhealthy")
+                # a responding but unhealthy worker at once; a dead one once the platform had its chance
+                if ours and sources.get("resume_worker") and name not in facts["resumed"] and \
+                        (state["alive"] or deadline.elapsed() > timeout / 2):
+                    self._resume(name, sources["resume_worker"])
+                    facts["resumed"].append(name)
+            if pending and deadline.expired():
+                break
+            if pending:
+                time.sleep(max(self.poll_interval, 0.2))
+        facts["not_back"] = sorted(pending)
+        if pending:
+            logger.warning("workers not back in service %.0f s after the fault was undone: %s", timeout,
+                           ", ".join(sorted(pending)))
+        return facts
+
+    def _resume(self, name: str, spec: Dict[str, Any]) -> None:
+        try:
+            result, where = self.runner.run(spec, node=self.node(name))
+        except ChaosSchedulerError as e:
+            logger.warning("could not resume worker %s: %s", name, e)
+            return
+        if result.returncode != 0:
+            logger.warning("resuming worker %s on %s failed (%d): %s", name, where, result.returncode,
+                           (result.stderr or result.stdout).strip()[:200])
 
     # ------------------------------------------------------------------ remote self-expiry
     def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> None:

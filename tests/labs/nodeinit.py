@@ -1,0 +1,60 @@
+"""PID 1 of one lab node: names the node, gives it its own directories, starts its services and reaps every
+process of the node until it is killed.
+
+Run as ``ip netns exec <netns> unshare --uts --pid --mount --fork --kill-child --mount-proc python nodeinit.py
+<node.json>``: the node then has its own network, host name, process list and mounts. The lab records the
+``unshare`` process; a SIGKILL to it kills this process (``--kill-child``), and the kernel then kills every process
+of the node's PID namespace: nothing of a node outlives its record.
+
+``node.json``: ``{"hostname": str, "run_tmpfs": [dirs to create in a fresh /run], "binds": [[source, target]],
+"cgroup_v1": [controllers],
+"services": [{"name": str, "argv": [...], "log": path, "env": {...}}]}``.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def _mount(argv):
+    subprocess.run(["mount"] + argv, check=True)
+
+
+def main(path: str) -> None:
+    with open(path) as handle:
+        node = json.load(handle)
+    socket.sethostname(node["hostname"])
+    if "run_tmpfs" in node:  # a /run of its own: PID files, sshd's privilege separation directory
+        _mount(["-t", "tmpfs", "-o", "mode=0755", "run", "/run"])
+        for sub in node["run_tmpfs"]:
+            os.makedirs(os.path.join("/run", sub), mode=0o755)
+    for source, target in node.get("binds", []):
+        _mount(["--bind", source, target])
+    controllers = node.get("cgroup_v1") or []
+    if controllers:
+        _mount(["-t", "tmpfs", "-o", "mode=0755", "cgroup", "/sys/fs/cgroup"])
+        for controller in controllers:
+            os.makedirs(f"/sys/fs/cgroup/{controller}", exist_ok=True)
+            _mount(["-t", "cgroup", "-o", controller, "cgroup", f"/sys/fs/cgroup/{controller}"])
+    for service in node.get("services", []):
+        env = dict(os.environ, **service.get("env", {}))
+        with open(service["log"], "ab") as log:
+            subprocess.Popen(service["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             env=env, start_new_session=True)
+    # PID 1 of the node: reap every child and orphan; SIGTERM ends the node (the kernel kills the rest).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with open(os.path.join(os.path.dirname(path), "ready"), "w") as handle:
+        handle.write(str(os.getpid()))
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:  # no child right now: an orphan may still be reparented to us
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
