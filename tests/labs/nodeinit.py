@@ -6,8 +6,8 @@ Run as ``ip netns exec <netns> unshare --uts --pid --mount --fork --kill-child -
 ``unshare`` process; a SIGKILL to it kills this process (``--kill-child``), and the kernel then kills every process
 of the node's PID namespace: nothing of a node outlives its record.
 
-``node.json``: ``{"hostname": str, "run_tmpfs": [dirs to create in a fresh /run], "binds": [[source, target]],
-"cgroup_v1": [controllers],
+``node.json``: ``{"hostname": str, "run_tmpfs": [dirs to create in a fresh /run], "binds": [[source, target] or
+[source, target, "optional"] (skipped when the target does not exist)],
 "services": [{"name": str, "argv": [...], "log": path, "env": {...}}]}``.
 """
 
@@ -32,26 +32,27 @@ def main(path: str) -> None:
         _mount(["-t", "tmpfs", "-o", "mode=0755", "run", "/run"])
         for sub in node["run_tmpfs"]:
             os.makedirs(os.path.join("/run", sub), mode=0o755)
-    for source, target in node.get("binds", []):
+    for source, target, *optional in node.get("binds", []):
+        if optional and not os.path.exists(target):
+            continue
         _mount(["--bind", source, target])
-    controllers = node.get("cgroup_v1") or []
-    if controllers:
-        _mount(["-t", "tmpfs", "-o", "mode=0755", "cgroup", "/sys/fs/cgroup"])
-        for controller in controllers:
-            os.makedirs(f"/sys/fs/cgroup/{controller}", exist_ok=True)
-            _mount(["-t", "cgroup", "-o", controller, "cgroup", f"/sys/fs/cgroup/{controller}"])
+    services = {}
     for service in node.get("services", []):
         env = dict(os.environ, **service.get("env", {}))
         with open(service["log"], "ab") as log:
-            subprocess.Popen(service["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             env=env, start_new_session=True)
+            child = subprocess.Popen(service["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        services[child.pid] = service
     # PID 1 of the node: reap every child and orphan; SIGTERM ends the node (the kernel kills the rest).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with open(os.path.join(os.path.dirname(path), "ready"), "w") as handle:
         handle.write(str(os.getpid()))
     while True:
         try:
-            os.wait()
+            pid, status = os.wait()
+            if pid in services:  # a service that exits is worth knowing at once (the lab fails fast on it)
+                with open(services.pop(pid)["log"].rsplit(".", 1)[0] + ".exited", "w") as handle:
+                    handle.write(f"{os.waitstatus_to_exitcode(status)}\n")
         except ChildProcessError:  # no child right now: an orphan may still be reparented to us
             time.sleep(0.2)
 

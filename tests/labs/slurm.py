@@ -22,10 +22,12 @@ For a person::
 """
 
 import argparse
-import concurrent.futures
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
@@ -47,14 +49,13 @@ from chaosscheduler.testbed.remote import _ssh_files  # noqa: E402
 from chaosscheduler.testbed.spec import SUBNET  # noqa: E402
 from chaosscheduler.timing import Deadline  # noqa: E402
 
-__all__ = ["LabSpec", "Lab", "up", "down", "requirements", "PROFILE"]
+__all__ = ["LabSpec", "Lab", "up", "down", "running", "requirements", "PROFILE"]
 
 PROFILE = os.path.join(ROOT, "experiments", "vars", "hosts-slurm.json")
 NODEINIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodeinit.py")
 OPERATOR = str(SUBNET.network_address + 254)
 BINARIES = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged",
             "sshd": "/usr/sbin/sshd", "sinfo": "/usr/bin/sinfo", "unshare": "/usr/bin/unshare"}
-CGROUP_V1: tuple = ()
 
 
 @dataclasses.dataclass
@@ -132,6 +133,49 @@ class Lab:
     def processes(self) -> Dict[str, Dict[str, Any]]:
         return dict(self.record.get("processes") or {})
 
+    def log_times(self, node: str, pattern: str, daemon: str = "slurmctld") -> List[float]:
+        """Slurm's own times (seconds since the epoch) of the log lines of ``daemon`` on ``node`` that match
+        ``pattern``: the ground truth our measurements are compared with."""
+        found = []
+        try:
+            with open(self.log(node, daemon), errors="replace") as handle:
+                for line in handle:
+                    if re.search(pattern, line):
+                        stamp = re.match(r"^\[([0-9T:.-]+)\]", line)
+                        if stamp:
+                            found.append(datetime.datetime.fromisoformat(stamp.group(1)).timestamp())
+        except FileNotFoundError:
+            pass
+        return found
+
+    def on(self, node: str, argv: List[str], timeout: float = 20.0) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside ``node`` (its network, host name, processes and mounts), as an operator with a
+        console on that host would; not through the platform under test."""
+        init = self.record["processes"][f"node@{node}"]["pid"]
+        child = _child_of(init)
+        return subprocess.run(["nsenter", "-t", str(child), "-n", "-u", "-p", "-m", "--"] + argv,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def _child_of(pid: int) -> int:
+    """The node's PID 1 (nodeinit.py) seen from here: the only child of the recorded ``unshare``."""
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        children = handle.read().split()
+    if not children:
+        raise RuntimeError(f"the node process {pid} has no child: the node is gone")
+    return int(children[0])
+
+
+@contextlib.contextmanager
+def running(spec: Optional[LabSpec] = None, timeout: float = 90.0) -> Iterator[Lab]:
+    """``with running(LabSpec(...)) as lab:`` a lab removed by its record on the way out, whatever happens."""
+    spec = spec or LabSpec()
+    lab = up(spec, timeout)
+    try:
+        yield lab
+    finally:
+        down(lab.state_dir)
+
 
 def requirements() -> Optional[str]:
     """None when this machine can run the lab; otherwise why not."""
@@ -194,7 +238,7 @@ def _node_file(state_dir: str, node: LabNode, ssh: Dict[str, str]) -> str:
         os.makedirs(os.path.join(own, sub), exist_ok=True)
     binds = [[os.path.join(state_dir, "etc"), "/etc/slurm"], [os.path.join(state_dir, "etc", "hosts"), "/etc/hosts"],
              [os.path.join(own, "log"), "/var/log/slurm"], [os.path.join(own, "lib"), "/var/lib/slurm"],
-             ["/dev/null", "/root/.bashrc"]]  # root's .bashrc here starts pyenv: 100+ ms per SSH command
+             ["/dev/null", "/root/.bashrc", "optional"]]  # a .bashrc that starts pyenv costs 100+ ms per command
     if node.role == "controller":
         binds.append([os.path.join(state_dir, "statesave"), "/var/lib/slurm/slurmctld"])
     daemon = (["/usr/sbin/slurmctld", "-D", "-i"] if node.role == "controller" else ["/usr/sbin/slurmd", "-D"])
@@ -204,15 +248,20 @@ def _node_file(state_dir: str, node: LabNode, ssh: Dict[str, str]) -> str:
         {"name": daemon[0].rsplit("/", 1)[1], "argv": daemon,
          "log": os.path.join(own, "log", daemon[0].rsplit("/", 1)[1] + ".out")},
     ]
-    spec = {"hostname": node.name, "binds": binds, "run_tmpfs": ["sshd"],
-            "cgroup_v1": list(CGROUP_V1) if node.role == "worker" else [], "services": services}
+    spec = {"hostname": node.name, "binds": binds, "run_tmpfs": ["sshd"], "services": services}
     path = os.path.join(own, "node.json")
     write_json_atomic(path, spec)
     return path
 
 
 def _dead(record: Dict[str, Any]) -> List[str]:
-    return [name for name, proc in record["processes"].items() if not procs.is_running(proc)]
+    """Lab processes that died, and node services that exited (nodeinit.py writes ``<service>.exited``)."""
+    dead = [name for name, proc in record["processes"].items() if not procs.is_running(proc)]
+    for node in record["nodes"]:
+        logs = os.path.join(record["state_dir"], "nodes", node["name"], "log")
+        dead += [f"{f[:-len('.exited')]}@{node['name']}" for f in sorted(os.listdir(logs)) if f.endswith(".exited")] \
+            if os.path.isdir(logs) else []
+    return dead
 
 
 def _wait_ports(lab_switch: str, nodes: List[LabNode], record: Dict[str, Any], deadline: Deadline) -> None:
@@ -267,10 +316,12 @@ def _build(spec: LabSpec, state_dir: str, nodes: List[LabNode], record: Dict[str
     os.chmod(os.path.join(state_dir, "munge"), 0o755)
     with open(os.path.join(state_dir, "etc", "slurm.conf"), "w") as handle:
         handle.write(slurm_conf(spec, nodes, state_dir))
-    with open(os.path.join(state_dir, "etc", "cgroup.conf"), "w") as handle:
-        handle.write("CgroupPlugin=cgroup/v1\nCgroupAutomount=no\n")
     with open(os.path.join(state_dir, "etc", "hosts"), "w") as handle:
         handle.write("127.0.0.1 localhost\n" + "".join(f"{n.address} {n.name}\n" for n in nodes))
+    with open(os.path.join(state_dir, "etc", "cgroup.conf"), "w") as handle:
+        # slurmd loads a cgroup plugin even with proctrack/linuxproc and task/none: autodetect fails in a node's
+        # fresh /sys ("No filesystem mounted on /sys/fs/cgroup"); cgroup/v1 initialises without any mount
+        handle.write("CgroupPlugin=cgroup/v1\n")
     key = os.path.join(state_dir, "munge", "munge.key")
     with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "wb") as handle:
         handle.write(os.urandom(1024))
