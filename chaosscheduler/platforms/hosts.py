@@ -302,12 +302,12 @@ class HostsPlatform(Platform):
                 state = states.get(name)
                 if state is None:
                     continue
-                if state["alive"] and not state["unhealthy"]:
+                was = before.get(name) or {}
+                ours = was.get("alive", True) and not was.get("unhealthy")
+                if state["alive"] and (not state["unhealthy"] or not ours):  # as healthy as it was before
                     pending.discard(name)
                     facts["back"].append(name)
                     continue
-                was = before.get(name) or {}
-                ours = was.get("alive", True) and not was.get("unhealthy")
                 # a responding but unhealthy worker at once; a dead one once the platform had its chance
                 if ours and sources.get("resume_worker") and name not in facts["resumed"] and \
                         (state["alive"] or deadline.elapsed() > timeout / 2):
