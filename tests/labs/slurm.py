@@ -70,6 +70,7 @@ class LabSpec:
     slurmctld_timeout: int = 10
     slurmd_timeout: int = 15
     requeue: bool = True              # JobRequeue=1
+    cred_expire: int = 20             # AuthInfo cred_expire: how long a requeued job waits before it may start again
     return_to_service: int = 2
     extra: List[str] = dataclasses.field(default_factory=list)  # more slurm.conf lines
 
@@ -204,7 +205,7 @@ def slurm_conf(spec: LabSpec, nodes: List[LabNode], state_dir: str) -> str:
     lines += [
         "SlurmUser=root", "SlurmdUser=root",
         "AuthType=auth/munge", "CredType=cred/munge",
-        f"AuthInfo=socket={os.path.join(state_dir, 'munge', 'munge.socket.2')}",
+        f"AuthInfo=socket={os.path.join(state_dir, 'munge', 'munge.socket.2')},cred_expire={spec.cred_expire}",
         "StateSaveLocation=/var/lib/slurm/slurmctld", "SlurmdSpoolDir=/var/lib/slurm/slurmd",
         "SlurmctldPidFile=/run/slurmctld.pid", "SlurmdPidFile=/run/slurmd.pid",
         "SlurmctldLogFile=/var/log/slurm/slurmctld.log", "SlurmdLogFile=/var/log/slurm/slurmd.log",
@@ -424,12 +425,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     start.add_argument("--no-backup", action="store_true")
     start.add_argument("--no-requeue", action="store_true")
     start.add_argument("--slurmd-timeout", type=int, default=15)
+    start.add_argument("--cred-expire", type=int, default=20)
     for name in ("status", "down"):
         sub.add_parser(name).add_argument("state_dir")
     args = parser.parse_args(argv)
     if args.command == "up":
         lab = up(LabSpec(name=args.name, home=args.home, workers=args.workers, cpus=args.cpus,
-                         backup=not args.no_backup, requeue=not args.no_requeue, slurmd_timeout=args.slurmd_timeout))
+                         backup=not args.no_backup, requeue=not args.no_requeue, slurmd_timeout=args.slurmd_timeout,
+                         cred_expire=args.cred_expire))
         print(json.dumps({"state_dir": lab.state_dir, "var_file": lab.vars_path, "timings": lab.record["timings"]},
                          indent=2))
     elif args.command == "status":
