@@ -36,6 +36,7 @@ MARGIN = 0.5  # seconds on top of a source's stated resolution: SSH, Slurm's RPC
 
 @pytest.fixture(scope="module")
 def lab():
+    slurm.sweep()  # the labs of earlier test runs that were killed before they could clean up
     home = tempfile.mkdtemp(prefix="csS", dir="/tmp")
     mp = pytest.MonkeyPatch()
     mp.setenv("CHAOSSCHEDULER_HOME", home)
@@ -216,3 +217,22 @@ def test_heal_restarts_a_worker_that_stopped_and_resumes_a_node_left_drained(lab
         assert states["node2"] == "idle" and states["node1"].startswith("drain")
     finally:
         lab.client(["scontrol", "update", "nodename=node1", "state=resume"], check=False)
+
+
+def test_a_lab_whose_test_run_was_killed_is_removed_by_its_record():
+    home = tempfile.mkdtemp(prefix="csK", dir="/tmp")
+    try:
+        script = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from tests.labs import slurm; "
+                  "lab = slurm.up(slurm.LabSpec(home=sys.argv[2], workers=1, backup=False)); "
+                  "print(lab.state_dir, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run([sys.executable, "-c", script, root, home], capture_output=True, text=True,
+                             timeout=120)
+        state_dir = out.stdout.strip()
+        record = json.load(open(os.path.join(state_dir, "lab.json")))
+        assert set(record["netns"]) <= set(network.existing_namespaces())  # left behind by the killed run
+        assert state_dir in slurm.sweep()
+        assert not set(record["netns"]) & set(network.existing_namespaces())
+        assert not [n for n, p in record["processes"].items() if procs.is_running(p)]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -19,12 +19,14 @@ For a person::
     python -m tests.labs.slurm up [--name NAME] [--workers 4] [--no-backup] ...   # prints the state dir, var file
     python -m tests.labs.slurm status STATE_DIR
     python -m tests.labs.slurm down STATE_DIR
+    python -m tests.labs.slurm sweep [ROOT]        # the labs of test runs that were killed (their owner is gone)
 """
 
 import argparse
 import contextlib
 import dataclasses
 import datetime
+import glob
 import json
 import os
 import re
@@ -49,7 +51,7 @@ from chaosscheduler.testbed.remote import _ssh_files  # noqa: E402
 from chaosscheduler.testbed.spec import SUBNET  # noqa: E402
 from chaosscheduler.timing import Deadline  # noqa: E402
 
-__all__ = ["LabSpec", "Lab", "up", "down", "running", "requirements", "PROFILE"]
+__all__ = ["LabSpec", "Lab", "up", "down", "running", "sweep", "requirements", "PROFILE"]
 
 PROFILE = os.path.join(ROOT, "experiments", "vars", "hosts-slurm.json")
 NODEINIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodeinit.py")
@@ -283,9 +285,10 @@ def _wait_ports(lab_switch: str, nodes: List[LabNode], record: Dict[str, Any], d
             time.sleep(0.05)
 
 
-def up(spec: Optional[LabSpec] = None, timeout: float = 90.0) -> Lab:
+def up(spec: Optional[LabSpec] = None, timeout: float = 90.0, owned: bool = True) -> Lab:
     """Build and start the lab; return it once every worker is idle in Slurm and every sshd answers. On any error
-    the lab is removed (by its record) before the error is raised."""
+    the lab is removed (by its record) before the error is raised. ``owned``: the lab belongs to this process, and
+    :func:`sweep` removes it once this process is gone (a test run that was killed); a person's lab is not owned."""
     spec = spec or LabSpec()
     problem = requirements()
     if problem:
@@ -296,7 +299,8 @@ def up(spec: Optional[LabSpec] = None, timeout: float = 90.0) -> Lab:
     record: Dict[str, Any] = {"version": 1, "spec": dataclasses.asdict(spec), "state_dir": state_dir,
                               "nodes": [dataclasses.asdict(n) for n in nodes],
                               "netns": [network.switch_name(spec.name)] + [n.netns for n in nodes],
-                              "processes": {}, "timings": {}}
+                              "processes": {}, "timings": {},
+                              "owner": procs.ProcessRecord.of(os.getpid()) if owned else None}
     _save(state_dir, record)  # the record exists before anything it names
     started = time.monotonic()
     try:
@@ -414,6 +418,19 @@ def down(state_dir: str, remove_files: bool = True) -> Dict[str, Any]:
     return removed
 
 
+def sweep(root: str = "/tmp") -> List[str]:
+    """Remove, by their records, the labs under ``root/cs*/slurm-lab/`` whose owning process is gone (a test run
+    killed before its fixture could clean up). Labs without an owner (started by a person) are left alone."""
+    removed = []
+    for record_path in sorted(glob.glob(os.path.join(root, "cs*", "slurm-lab", "*", "lab.json"))):
+        record = read_json(record_path, None) or {}
+        owner = record.get("owner")
+        if owner and not procs.is_running(owner):
+            down(os.path.dirname(record_path))
+            removed.append(os.path.dirname(record_path))
+    return removed
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.labs.slurm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -428,9 +445,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     start.add_argument("--cred-expire", type=int, default=20)
     for name in ("status", "down"):
         sub.add_parser(name).add_argument("state_dir")
+    sub.add_parser("sweep", help="remove the labs of test runs that were killed").add_argument("root", nargs="?",
+                                                                                              default="/tmp")
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        print(json.dumps(sweep(args.root), indent=2))
+        return 0
     if args.command == "up":
-        lab = up(LabSpec(name=args.name, home=args.home, workers=args.workers, cpus=args.cpus,
+        lab = up(owned=False, spec=LabSpec(name=args.name, home=args.home, workers=args.workers, cpus=args.cpus,
                          backup=not args.no_backup, requeue=not args.no_requeue, slurmd_timeout=args.slurmd_timeout,
                          cred_expire=args.cred_expire))
         print(json.dumps({"state_dir": lab.state_dir, "var_file": lab.vars_path, "timings": lab.record["timings"]},
