@@ -7,8 +7,8 @@ Run as ``ip netns exec <netns> unshare --uts --pid --mount --fork --kill-child -
 of the node's PID namespace: nothing of a node outlives its record.
 
 ``node.json``: ``{"hostname": str, "run_tmpfs": [dirs to create in a fresh /run], "binds": [[source, target] or
-[source, target, "optional"] (skipped when the target does not exist)],
-"services": [{"name": str, "argv": [...], "log": path, "env": {...}}]}``.
+[source, target, "optional"] (skipped when the target does not exist)], "private_tmp": {"source": dir, "keep":
+[paths under /tmp that stay visible]}, "services": [{"name": str, "argv": [...], "log": path, "env": {...}}]}``.
 """
 
 import json
@@ -36,6 +36,16 @@ def main(path: str) -> None:
         if optional and not os.path.exists(target):
             continue
         _mount(["--bind", source, target])
+    private = node.get("private_tmp")
+    if private:  # a /tmp of its own, as every host has; the paths in "keep" (the lab's files) stay visible
+        keep = [path for path in private.get("keep", []) if path.startswith("/tmp/")]
+        for i, path in enumerate(keep):
+            os.makedirs(f"/run/.keep/{i}")
+            _mount(["--bind", path, f"/run/.keep/{i}"])
+        _mount(["--bind", private["source"], "/tmp"])
+        for i, path in enumerate(keep):
+            os.makedirs(path, exist_ok=True)
+            _mount(["--move", f"/run/.keep/{i}", path])
     services = {}
     for service in node.get("services", []):
         env = dict(os.environ, **service.get("env", {}))

@@ -237,8 +237,9 @@ def _save(state_dir: str, record: Dict[str, Any]) -> None:
 def _node_file(state_dir: str, node: LabNode, ssh: Dict[str, str]) -> str:
     """Write the node's ``node.json`` (read by nodeinit.py) and create its directories."""
     own = os.path.join(state_dir, "nodes", node.name)
-    for sub in ("log", "lib/slurmd", "lib/slurmctld"):
+    for sub in ("log", "lib/slurmd", "lib/slurmctld", "tmp"):
         os.makedirs(os.path.join(own, sub), exist_ok=True)
+    os.chmod(os.path.join(own, "tmp"), 0o1777)
     binds = [[os.path.join(state_dir, "etc"), "/etc/slurm"], [os.path.join(state_dir, "etc", "hosts"), "/etc/hosts"],
              [os.path.join(own, "log"), "/var/log/slurm"], [os.path.join(own, "lib"), "/var/lib/slurm"],
              ["/dev/null", "/root/.bashrc", "optional"]]  # a .bashrc that starts pyenv costs 100+ ms per command
@@ -251,7 +252,9 @@ def _node_file(state_dir: str, node: LabNode, ssh: Dict[str, str]) -> str:
         {"name": daemon[0].rsplit("/", 1)[1], "argv": daemon,
          "log": os.path.join(own, "log", daemon[0].rsplit("/", 1)[1] + ".out")},
     ]
-    spec = {"hostname": node.name, "binds": binds, "run_tmpfs": ["sshd"], "services": services}
+    spec = {"hostname": node.name, "binds": binds, "run_tmpfs": ["sshd"], "services": services,
+            # every host has its own /tmp (the witness's evidence files must not be shared between nodes)
+            "private_tmp": {"source": os.path.join(own, "tmp"), "keep": [state_dir]}}
     path = os.path.join(own, "node.json")
     write_json_atomic(path, spec)
     return path
