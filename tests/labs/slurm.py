@@ -400,6 +400,7 @@ def lab_vars(spec: LabSpec, state_dir: str, nodes: List[LabNode], ssh: Dict[str,
     hosts["ssh"] = {"user": "root", "port": 22, "key_file": ssh["client_key"], "known_hosts": ssh["known_hosts"]}
     hosts["masters"] = [{"name": n.name, "host": n.address} for n in nodes if n.role == "controller"]
     hosts["workers"] = [{"name": n.name, "host": n.address, "slots": spec.cpus} for n in nodes if n.role == "worker"]
+    hosts["slots"] = spec.cpus
     hosts["registry"] = []
     configuration.pop("prometheus_base_url", None)
     return profile
