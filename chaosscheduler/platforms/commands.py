@@ -221,12 +221,14 @@ def expand_hostlist(text: str) -> List[str]:
 
 class Runner:
     """Runs command sources where they say. ``host_of(node)`` gives a node's host (SSH), ``local`` this machine's
-    (inside the connect namespace), ``masters``/``workers`` the node dicts, ``expand(template, node)`` fills
-    ``{name}``, ``{host}`` and ``{address}``."""
+    (inside the connect namespace), ``masters``/``workers`` the node dicts (``others``: more nodes a source may name,
+    e.g. the registry), ``expand(template, node)`` fills ``{name}``, ``{host}`` and ``{address}``."""
 
     def __init__(self, host_of: Callable[[str], Any], local: Any, masters: Sequence[Dict[str, Any]],
-                 workers: Sequence[Dict[str, Any]], expand: Callable[[str, Dict[str, Any]], str]):
+                 workers: Sequence[Dict[str, Any]], expand: Callable[[str, Dict[str, Any]], str],
+                 others: Sequence[Dict[str, Any]] = ()):
         self.host_of, self.local, self.masters, self.workers, self.expand = host_of, local, masters, workers, expand
+        self.others = others
 
     def _once(self, host: Any, argv: List[str], timeout: float) -> Result:
         return host.run(argv, timeout=timeout, check=False)
@@ -237,8 +239,8 @@ class Runner:
         if on == "local":
             argv = [self.expand(a, node) for a in spec["argv"]] if node else list(spec["argv"])
             return self._once(self.local, argv, timeout), "local"
-        candidates = list(self.masters) if on == "masters" else [n for n in [*self.masters, *self.workers]
-                                                                   if n["name"] == on]
+        candidates = list(self.masters) if on == "masters" else [
+            n for n in [*self.masters, *self.workers, *self.others] if n["name"] == on]
         if not candidates:
             raise ConfigurationError(f"command source 'on': no node named {on!r}")
         errors = []

@@ -12,7 +12,6 @@ worker process that stopped (a worker that shuts itself down when cut off), wait
 worker again, and resumes a worker the platform left unhealthy (drained) if it was healthy before the fault.
 """
 
-import logging
 import re
 import signal as _signal
 import time
@@ -21,15 +20,13 @@ from typing import Any, Dict, List, Optional
 from ..errors import ChaosSchedulerError, ConfigurationError
 from ..hosts import CommandError, LocalHost, NetnsHost
 from ..hosts.ssh import SSHHost
-from ..timing import Deadline
+from . import hosts_workers
 from .base import Platform
 from .commands import Runner
 from .hosts_commands import CommandForms
 from .leader import LeaderSource, SourceEnv, build, expand
 
 __all__ = ["HostsPlatform"]
-
-logger = logging.getLogger("chaostoolkit")
 
 _FATAL = (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT)
 _SS_PID = re.compile(r"pid=(\d+)")
@@ -116,7 +113,7 @@ class HostsPlatform(Platform):
         if self._runner is None:
             netns = self.description.get("connect_netns")
             self._runner = Runner(self.host, NetnsHost(netns) if netns else LocalHost(), self.description["masters"],
-                                  self.description["workers"], expand)
+                                  self.description["workers"], expand, others=self.description["registry"])
         return self._runner
 
     @property
@@ -266,74 +263,14 @@ class HostsPlatform(Platform):
 
     # ------------------------------------------------------------------ workers back into service
     def worker_snapshot(self, states: List[Dict[str, Any]], names: List[str]) -> Dict[str, Any]:
-        """What a fault record keeps of its targets before the fault: whether each was alive and healthy (so that
-        restoring never resumes a worker an operator had drained before)."""
-        return {w["name"]: {"alive": w.get("alive"), "unhealthy": w.get("unhealthy", False), "state": w.get("state")}
-                for w in states if w["name"] in names}
+        """The targets' health before a fault (kept in its record): see :mod:`.hosts_workers`."""
+        return hosts_workers.snapshot(states, names)
 
     def restore_workers(self, names: List[str], before: Optional[Dict[str, Any]] = None,
                         timeout: Optional[float] = None) -> Dict[str, Any]:
-        """After a network fault on ``names`` is undone: start each one's process if it stopped; wait for the
-        platform to see it alive again (it has ``commands.restore_timeout`` s, half of it before we step in); then
-        run ``commands.resume_worker`` for each still dead or unhealthy that was alive and healthy ``before`` the
-        fault. Returns ``{"restarted", "resumed", "back", "not_back"}``; never raises for a worker that stays out
-        (cluster_health reports it), only logs it."""
-        sources = self.description.get("commands") or {}
-        timeout = sources.get("restore_timeout", 60.0) if timeout is None else timeout
-        facts: Dict[str, Any] = {"restarted": [], "resumed": [], "back": [], "not_back": []}
-        for name in names:
-            try:
-                if "process" in self.node(name) and not self.is_running(name):
-                    self.restart(name)
-                    facts["restarted"].append(name)
-            except ChaosSchedulerError as e:
-                logger.warning("could not restart worker %s: %s", name, e)
-        if not self.commands.has("workers"):
-            return facts
-        before = before or {}
-        deadline = Deadline(timeout)
-        pending = set(names)
-        while pending:
-            try:
-                states = {w["name"]: w for w in self.worker_states()}
-            except ChaosSchedulerError:
-                states = {}
-            for name in sorted(pending):
-                state = states.get(name)
-                if state is None:
-                    continue
-                was = before.get(name) or {}
-                ours = was.get("alive", True) and not was.get("unhealthy")
-                if state["alive"] and (not state["unhealthy"] or not ours):  # as healthy as it was before
-                    pending.discard(name)
-                    facts["back"].append(name)
-                    continue
-                # a responding but unhealthy worker at once; a dead one once the platform had its chance
-                if ours and sources.get("resume_worker") and name not in facts["resumed"] and \
-                        (state["alive"] or deadline.elapsed() > timeout / 2):
-                    self._resume(name, sources["resume_worker"])
-                    facts["resumed"].append(name)
-            if pending and deadline.expired():
-                break
-            if pending:
-                time.sleep(max(self.poll_interval, 0.2))
-        facts["not_back"] = sorted(pending)
-        if pending:
-            logger.warning("workers not back in service %.0f s after the fault was undone: %s", timeout,
-                           ", ".join(sorted(pending)))
-        return facts
+        """Workers cut off by a fault back into service once it is undone: see :func:`.hosts_workers.restore`."""
+        return hosts_workers.restore(self, names, before, timeout)
 
-    def _resume(self, name: str, spec: Dict[str, Any]) -> None:
-        try:
-            result, where = self.runner.run(spec, node=self.node(name))
-        except ChaosSchedulerError as e:
-            logger.warning("could not resume worker %s: %s", name, e)
-            return
-        if result.returncode != 0:
-            logger.warning("resuming worker %s on %s failed (%d): %s", name, where, result.returncode,
-                           (result.stderr or result.stdout).strip()[:200])
-
-    # ------------------------------------------------------------------ remote self-expiry
     def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> None:
         self.host(node).expire_later(marker, seconds, argv)
 
