@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,16 +44,15 @@ if ROOT not in sys.path:
 
 from chaosscheduler import procs  # noqa: E402
 from chaosscheduler._files import read_json, write_json_atomic  # noqa: E402
-from chaosscheduler.metrics.transport import TransportError, connect  # noqa: E402
 from chaosscheduler.testbed import network  # noqa: E402
 from chaosscheduler.testbed.remote import _ssh_files  # noqa: E402
 from chaosscheduler.testbed.spec import SUBNET  # noqa: E402
 from chaosscheduler.timing import Deadline  # noqa: E402
+from tests.labs import nodes as lab_nodes  # noqa: E402
 
 __all__ = ["LabSpec", "Lab", "up", "down", "running", "sweep", "requirements", "PROFILE"]
 
 PROFILE = os.path.join(ROOT, "experiments", "vars", "hosts-slurm.json")
-NODEINIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodeinit.py")
 OPERATOR = str(SUBNET.network_address + 254)
 BINARIES = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged",
             "sshd": "/usr/sbin/sshd", "sinfo": "/usr/bin/sinfo", "unshare": "/usr/bin/unshare"}
@@ -154,19 +152,7 @@ class Lab:
     def on(self, node: str, argv: List[str], timeout: float = 20.0) -> subprocess.CompletedProcess:
         """Run ``argv`` inside ``node`` (its network, host name, processes and mounts), as an operator with a
         console on that host would; not through the platform under test."""
-        init = self.record["processes"][f"node@{node}"]["pid"]
-        child = _child_of(init)
-        return subprocess.run(["nsenter", "-t", str(child), "-n", "-u", "-p", "-m", "--"] + argv,
-                              capture_output=True, text=True, timeout=timeout)
-
-
-def _child_of(pid: int) -> int:
-    """The node's PID 1 (nodeinit.py) seen from here: the only child of the recorded ``unshare``."""
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        children = handle.read().split()
-    if not children:
-        raise RuntimeError(f"the node process {pid} has no child: the node is gone")
-    return int(children[0])
+        return lab_nodes.enter(self.record["processes"][f"node@{node}"], argv, timeout)
 
 
 @contextlib.contextmanager
@@ -260,34 +246,6 @@ def _node_file(state_dir: str, node: LabNode, ssh: Dict[str, str]) -> str:
     return path
 
 
-def _dead(record: Dict[str, Any]) -> List[str]:
-    """Lab processes that died, and node services that exited (nodeinit.py writes ``<service>.exited``)."""
-    dead = [name for name, proc in record["processes"].items() if not procs.is_running(proc)]
-    for node in record["nodes"]:
-        logs = os.path.join(record["state_dir"], "nodes", node["name"], "log")
-        dead += [f"{f[:-len('.exited')]}@{node['name']}" for f in sorted(os.listdir(logs)) if f.endswith(".exited")] \
-            if os.path.isdir(logs) else []
-    return dead
-
-
-def _wait_ports(lab_switch: str, nodes: List[LabNode], record: Dict[str, Any], deadline: Deadline) -> None:
-    pending = {n.address for n in nodes}
-    while pending:
-        if _dead(record):
-            raise RuntimeError(f"lab processes died: {', '.join(_dead(record))}; logs under "
-                               f"{record['state_dir']}/nodes/*/log")
-        for address in sorted(pending):
-            try:
-                connect(address, 22, 1.0, lab_switch).close()
-                pending.discard(address)
-            except TransportError:
-                pass
-        if pending and deadline.expired():
-            raise TimeoutError(f"sshd does not answer on {', '.join(sorted(pending))}")
-        if pending:
-            time.sleep(0.05)
-
-
 def up(spec: Optional[LabSpec] = None, timeout: float = 90.0, owned: bool = True) -> Lab:
     """Build and start the lab; return it once every worker is idle in Slurm and every sshd answers. On any error
     the lab is removed (by its record) before the error is raised. ``owned``: the lab belongs to this process, and
@@ -362,13 +320,11 @@ def _build(spec: LabSpec, state_dir: str, nodes: List[LabNode], record: Dict[str
     timings["munged_s"] = round(time.monotonic() - t0, 3)
 
     for node in nodes:  # every node at once: each one's daemons start inside it
-        proc = procs.spawn(["ip", "netns", "exec", node.netns, BINARIES["unshare"], "--uts", "--pid", "--mount",
-                            "--fork", "--kill-child", "--mount-proc", "--propagation", "private",
-                            sys.executable, NODEINIT, node_files[node.name]],
-                           os.path.join(state_dir, "nodes", node.name, "log", "init.out"), owner=state_dir)
+        proc = lab_nodes.start(node.netns, node_files[node.name],
+                               os.path.join(state_dir, "nodes", node.name, "log", "init.out"), owner=state_dir)
         record["processes"][f"node@{node.name}"] = dict(proc, started_at=time.time())
     _save(state_dir, record)
-    _wait_ports(network.switch_name(spec.name), nodes, record, deadline)
+    lab_nodes.wait_ssh(network.switch_name(spec.name), [n.address for n in nodes], record, deadline)
     timings["sshd_s"] = round(time.monotonic() - t0, 3)
 
     lab = Lab.__new__(Lab)
@@ -379,7 +335,7 @@ def _build(spec: LabSpec, state_dir: str, nodes: List[LabNode], record: Dict[str
         states = lab.node_states()
         if workers <= set(states) and all(states[w] == "idle" for w in workers):
             break
-        dead = _dead(record)
+        dead = lab_nodes.dead(record)
         if dead or deadline.expired():
             raise RuntimeError(f"the Slurm lab did not become ready (node states {states}; dead: {dead}); "
                                f"logs under {state_dir}/nodes/*/log")
@@ -410,13 +366,9 @@ def down(state_dir: str, remove_files: bool = True) -> Dict[str, Any]:
     """Remove the lab by its record: kill its processes (a node's ``unshare`` takes its PID namespace with it),
     delete its network namespaces. Idempotent; returns what was removed."""
     record = read_json(os.path.join(state_dir, "lab.json"), None)
-    removed: Dict[str, Any] = {"processes": [], "netns": []}
     if record is None:
-        return removed
-    for name, proc in sorted((record.get("processes") or {}).items()):
-        if procs.terminate(proc, signal.SIGKILL, wait=10):
-            removed["processes"].append(name)
-    removed["netns"] = network.delete(record.get("netns") or [])
+        return {"processes": [], "netns": []}
+    removed = lab_nodes.remove(record)
     if remove_files:
         shutil.rmtree(state_dir, ignore_errors=True)
     return removed
