@@ -12,8 +12,9 @@ then, with the real actions in-process:
    source that names the backup; Slurm's = the backup's log line "... taking over". Also Slurm's **stall**: from
    the kill to the first job Slurm starts afterwards ("sched: Allocate" / "backfill: Started"), with jobs waiting
    throughout (a submitter keeps adding them);
-2. **failback**: ``restart_master``; ours = the first poll naming the primary again; Slurm's = the primary's
-   "Running as primary controller"; the stall from the restart to the first job started after it;
+2. **failback**: ``restart_master(failback_timeout=...)``, which watches the leader after the restart; ours = its
+   ``failback`` value (the first poll naming the primary again); Slurm's = the primary's "Running as primary
+   controller"; both from the restart; the stall from the restart to the first job started after it;
 3. **detection**: ``isolate_worker(busiest)``; ours = the first ``sinfo`` poll showing the node down and the
    ``declarations`` source's time (the controller's own "setting DOWN" line); Slurm's = that line;
 4. **rescheduling by job id**: for every job running on the cut node, Slurm's = its "Allocate"/"Started" line on
@@ -121,12 +122,10 @@ def one_run(home: str, index: int, load: Load) -> Dict[str, Any]:
             figures["failover_stall_s"] = stall - t0
             load.sample()
             # 2. failback
-            r0 = time.time()
-            rollbacks.restart_master(configuration=conf)
-            back = wait_until(lambda: time.time() if platform.leader()["leader"] == "ctl1" else None, 120,
-                              interval=0.05, message="ctl1 leads again")
-            primary = first_after(lab.log_times("ctl1", "Running as primary controller"), r0 - 1)
-            figures["failback"] = {"slurm": primary - r0, "ours": back - r0}
+            failback = rollbacks.restart_master(failback_timeout=120, configuration=conf)["failback"]
+            r0 = failback["restarted_at"]
+            primary = first_after(lab.log_times("ctl1", "Running as primary controller"), r0)
+            figures["failback"] = {"slurm": primary - r0, "ours": failback["value"]}
             restart_stall = wait_until(lambda: first_after([s[0] for s in starts(lab, "ctl1")], primary), 180,
                                        interval=0.5, message="a job started after the failback")
             figures["failback_stall_s"] = restart_stall - r0

@@ -13,6 +13,7 @@ from chaoslib.types import Configuration, Secrets
 from .context import Context, boundary, choice, number
 from .errors import FaultError
 from .faults import undo_open
+from .measurements import remember
 from .timing import wait_until
 
 __all__ = ["restart_master", "heal_partition", "rejoin_worker", "undo_all_faults"]
@@ -41,11 +42,48 @@ def _undo(ctx: Context, actions: List[str], scope: str, fault_id: str) -> Dict[s
 
 
 @boundary
-def restart_master(fault_id: str = "", scope: str = "run", configuration: Configuration = None,
-                   secrets: Secrets = None) -> Dict[str, Any]:
+def restart_master(fault_id: str = "", scope: str = "run", failback_timeout: float = 0.0,
+                   configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
     """Start again the masters killed by kill_master (resume them after SIGSTOP). ``fault_id`` limits it to one
-    fault. Returns ``{"undone": [fault ids], "errors": []}``."""
-    return _undo(Context(configuration), ["kill_master"], scope, fault_id)
+    fault. Returns ``{"undone": [fault ids], "errors": []}``.
+
+    ``failback_timeout`` > 0: then watch who leads for up to that many seconds after the restart. On platforms
+    where the restarted master takes the lead back (Slurm's primary controller: a failback, a second election),
+    the result gets ``failback``: ``{"changed": true, "value": seconds from the restart until the new leader was
+    seen, "from", "to", "restarted_at", "seen_at", "resolution", "source"}`` (``changed`` false when the lead did
+    not move), and the same is stored with each undone fault as its ``leader_failback_time`` measurement."""
+    ctx = Context(configuration)
+    failback_timeout = number("failback_timeout", failback_timeout, 0, 3600)
+    before = ctx.platform.leader().get("leader") if failback_timeout else None
+    restarted_at = time.time()
+    result = _undo(ctx, ["kill_master"], scope, fault_id)
+    if failback_timeout and result["undone"]:
+        result["failback"] = _watch_failback(ctx, before, restarted_at, failback_timeout)
+        for fid in result["undone"]:
+            remember(ctx, ctx.ledger.get(fid), "leader_failback_time", result["failback"])
+    return result
+
+
+def _watch_failback(ctx: Context, before: Any, restarted_at: float, timeout: float) -> Dict[str, Any]:
+    """Poll the leader until it is someone other than ``before`` (the leader while the master was down)."""
+    info: Dict[str, Any] = {}
+
+    def moved() -> Any:
+        nonlocal info
+        info = ctx.platform.leader()
+        return time.time() if info.get("leader") and info["leader"] != before else None
+
+    try:
+        seen = wait_until(moved, max(0.0, restarted_at + timeout - time.time()), interval=ctx.settings.poll_interval,
+                          message="a failback")
+    except TimeoutError:
+        logger.info("restart_master: %s still leads %.0f s after the restart: no failback", before, timeout)
+        return {"changed": False, "value": None, "from": before, "to": info.get("leader"),
+                "restarted_at": restarted_at}
+    value = round(seen - restarted_at, 6)
+    logger.info("restart_master: failback %s -> %s %.3f s after the restart", before, info["leader"], value)
+    return {"changed": True, "value": value, "from": before, "to": info["leader"], "restarted_at": restarted_at,
+            "seen_at": seen, "resolution": info.get("resolution"), "source": info.get("leader_source")}
 
 
 @boundary
