@@ -4,6 +4,7 @@ slurmd), driven through experiments/vars/hosts-slurm.json only: the figure table
 
     python benchmarks/slurm.py              # 3 runs (about 4 minutes under light load)
     python benchmarks/slurm.py --runs 5 --json figures.json
+    python benchmarks/slurm.py --setup-only 10    # only the lab's set-up and removal, 10 times
 
 Each run starts a fresh lab (its set-up time is the first figure), loads it with jobs (``sleep``, 1 CPU each),
 then, with the real actions in-process:
@@ -175,6 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--setup-only", type=int, metavar="N", help="only start and remove the lab N times")
     args = parser.parse_args()
     problem = slurm.requirements()
     if problem:
@@ -185,6 +187,11 @@ def main() -> int:
     os.environ["CHAOSSCHEDULER_HOME"] = home
     load = Load()
     runs = []
+    if args.setup_only:
+        try:
+            return setup_only(home, args.setup_only, load)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
     try:
         for index in range(args.runs):
             runs.append(one_run(home, index, load))
@@ -197,6 +204,27 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"runs": runs, "load": load.figures()}, handle, indent=2)
+    return 0
+
+
+def setup_only(home: str, count: int, load: Load) -> int:
+    """Start and remove the lab ``count`` times: how long until every node is idle in Slurm, and the removal."""
+    ups, downs, phases = [], [], {}
+    for _ in range(count):
+        lab = slurm.up(slurm.LabSpec(home=home))
+        ups.append(lab.record["timings"]["total_s"])
+        for key, value in lab.record["timings"].items():
+            phases.setdefault(key, []).append(value)
+        started = time.monotonic()
+        slurm.down(lab.state_dir)
+        downs.append(time.monotonic() - started)
+        load.sample()
+    rows = [["up: every node idle, every sshd answering", secs(min(ups)), secs(median(ups)), secs(max(ups))],
+            ["down: processes and namespaces removed", secs(min(downs)), secs(median(downs)), secs(max(downs))]]
+    rows += [[f"  up, {k[:-2]} done at", secs(min(v)), secs(median(v)), secs(max(v))]
+             for k, v in sorted(phases.items()) if k != "total_s"]
+    print(table([f"Slurm lab ({count} times; 2 controllers, 4 workers)", "min", "median", "max"], rows))
+    print(load.summary())
     return 0
 
 
