@@ -149,7 +149,7 @@ def partition_workers(workers: str = "all", peers: str = "masters",
     record = _base_record(ctx, "partition_workers", kind, targets, duration)
     record.update(peers=peer_list, addresses=sorted(platform.address(p) for p in peer_list), mode=mode,
                   loss=drop_share, direction=direction, running_tasks=_running_tasks(platform, targets),
-                  cuts_registry=mode == "drop" and bool(set(peer_list) & set(roles["registry"])))
+                  cuts_registry=mode == "drop" and bool(set(peer_list) & set(heartbeat_peers(platform, roles))))
     if mode == "latency":
         record.update(latency_ms=float(latency_ms))
     _snapshot(platform, record)
@@ -198,6 +198,12 @@ def _snapshot(platform: Any, record: Dict[str, Any], states: Optional[List[Dict[
         logger.warning("could not read the targets' states before the fault: %s", e)
         return
     record["workers_before"] = snapshot(states, record["targets"])
+
+
+def heartbeat_peers(platform: Any, roles: Dict[str, List[str]]) -> List[str]:
+    """Whom the workers' heartbeats reach: the registry, unless the platform says its masters (Slurm)."""
+    peers = getattr(platform, "heartbeat_peers", None)
+    return list(peers()) if peers else roles["registry"]
 
 
 def _running_tasks(platform: Any, targets: List[str]) -> Dict[str, List[str]]:

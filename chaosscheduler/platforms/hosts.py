@@ -74,6 +74,11 @@ class HostsPlatform(Platform):
     def address(self, node: str) -> str:
         return self.node(node)["address"]
 
+    def heartbeat_peers(self) -> List[str]:
+        """The nodes whose loss makes the platform declare a worker dead: the registry, or the masters themselves
+        (``heartbeat_to: "masters"``: Slurm's slurmd answers the controllers' pings)."""
+        return self.masters() if self.description.get("heartbeat_to") == "masters" else self.registry()
+
     def network_capable(self) -> Optional[str]:
         return None
 

@@ -22,6 +22,7 @@ COMMAND_SOURCES = {
     "tasks": ({"running": None, "unhealthy": None}, ("running", "unhealthy")),
     "declarations": ({}, ()),
 }
+HEARTBEAT_TO = ("registry", "masters")  # who decides a worker is dead: a registry (etcd, ZooKeeper) or the masters
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@-]{1,255}$")
 SSH_DEFAULTS = {"user": "root", "port": 22, "key_file": None, "key_secret": None, "password_secret": None,
@@ -131,7 +132,7 @@ def parse_hosts(raw: Any) -> Dict[str, Any]:
     """Validate the ``chaosscheduler_hosts`` description and return it normalised (every default filled in), as the
     JSON the ledger stores to rebuild the platform. Secret *values* never appear in it: only secret names."""
     allowed = {"masters", "workers", "registry", "ssh", "process", "worker_process", "leader", "metrics",
-               "commands", "connect_netns", "same_clock", "exempt_tcp_ports", "slots"}
+               "commands", "connect_netns", "same_clock", "exempt_tcp_ports", "slots", "heartbeat_to"}
     data = _mapping("", raw, allowed) if raw is not None else {}
     if not data:
         raise ConfigurationError(f"chaosscheduler_platform 'hosts' needs chaosscheduler_hosts: an object listing "
@@ -169,6 +170,7 @@ def parse_hosts(raw: Any) -> Dict[str, Any]:
         raise _fail("exempt_tcp_ports", f"must be a list of TCP ports, got {ports!r}")
     out["exempt_tcp_ports"] = [_port("exempt_tcp_ports", p) for p in ports]
     out["slots"] = int(_number("slots", data.get("slots", 4), 1, 100000))
+    out["heartbeat_to"] = _schema.choice("heartbeat_to", data.get("heartbeat_to", "registry"), HEARTBEAT_TO)
     out["leader"] = _leader(data.get("leader"))
     out["metrics"] = _metrics(data.get("metrics"))
     out["commands"] = _commands(data.get("commands"), {n["name"] for role in ROLES for n in out[role]})

@@ -176,6 +176,15 @@ def test_the_slurm_profile_is_valid_and_manages_workers_like_masters():
     assert d["commands"]["resume_worker"]["argv"][-1] == "state=resume"
 
 
+def test_heartbeats_go_to_the_registry_unless_the_masters_take_them():
+    from chaosscheduler.platforms.hosts import HostsPlatform
+
+    assert HostsPlatform(description()).heartbeat_peers() == ["ctl1", "ctl2"]  # the Slurm profile
+    assert HostsPlatform(description(heartbeat_to="registry")).heartbeat_peers() == []
+    with pytest.raises(ConfigurationError, match="heartbeat_to"):
+        description(heartbeat_to="workers")
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"commands": {"workers": {"argv": ["sinfo"], "dead": "(["}}}, "commands.workers.dead"),
     ({"commands": {"workers": {"argv": ["sinfo"], "on": "nowhere"}}}, "commands.workers.on"),
