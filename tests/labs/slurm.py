@@ -70,7 +70,8 @@ class LabSpec:
     slurmctld_timeout: int = 10
     slurmd_timeout: int = 15
     requeue: bool = True              # JobRequeue=1
-    cred_expire: int = 20             # AuthInfo cred_expire: how long a requeued job waits before it may start again
+    cred_expire: int = 10             # AuthInfo cred_expire: how long a requeued job waits before it may start again
+    bf_interval: int = 10             # SchedulerParameters=bf_interval: the backfill scheduler's period
     return_to_service: int = 2
     extra: List[str] = dataclasses.field(default_factory=list)  # more slurm.conf lines
 
@@ -207,6 +208,7 @@ def slurm_conf(spec: LabSpec, nodes: List[LabNode], state_dir: str) -> str:
         f"SlurmctldTimeout={spec.slurmctld_timeout}", f"SlurmdTimeout={spec.slurmd_timeout}",
         f"ReturnToService={spec.return_to_service}", f"JobRequeue={1 if spec.requeue else 0}",
         "MessageTimeout=5", "InactiveLimit=0", "KillWait=5", "MinJobAge=600", "MaxJobCount=100000",
+        f"SchedulerParameters=bf_interval={spec.bf_interval}",
     ]
     lines += list(spec.extra)
     lines += [f"NodeName={n.name} NodeAddr={n.address} CPUs={spec.cpus} RealMemory=1000 State=UNKNOWN"
@@ -398,7 +400,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     start.add_argument("--no-backup", action="store_true")
     start.add_argument("--no-requeue", action="store_true")
     start.add_argument("--slurmd-timeout", type=int, default=15)
-    start.add_argument("--cred-expire", type=int, default=20)
+    start.add_argument("--cred-expire", type=int, default=10)
     for name in ("status", "down"):
         sub.add_parser(name).add_argument("state_dir")
     sub.add_parser("sweep", help="remove the labs of test runs that were killed").add_argument("root", nargs="?",
