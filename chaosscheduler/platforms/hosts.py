@@ -26,11 +26,15 @@ from .commands import Runner
 from .hosts_commands import CommandForms
 from .leader import LeaderSource, SourceEnv, build, expand
 
-__all__ = ["HostsPlatform"]
+__all__ = ["HostsPlatform", "NoRecords"]
 
 _FATAL = (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT)
 _SS_PID = re.compile(r"pid=(\d+)")
 _START_SCRIPT = 'exec </dev/null >/dev/null 2>&1; exec "$@"'
+
+
+class NoRecords(ChaosSchedulerError, NotImplementedError):
+    """The platform keeps no such records (the base contract's NotImplementedError, with a complete message)."""
 
 
 class HostsPlatform(Platform):
@@ -176,11 +180,12 @@ class HostsPlatform(Platform):
         return result
 
     def tasks(self, since: float = 0.0) -> List[Dict[str, Any]]:
-        raise ChaosSchedulerError("the hosts platform has no task records in the embedded cluster's shape; probes "
-                                  "use the witness, or their metrics form")
+        raise NoRecords("the hosts platform has no task records in the embedded cluster's shape; probes use the "
+                        "witness, or their metrics form")
 
     def submissions(self, since: float = 0.0) -> List[Dict[str, Any]]:
-        raise ChaosSchedulerError("the hosts platform has no submission records; probes use their metrics form")
+        raise NoRecords("the hosts platform has no submission records; probes use the witness, or their metrics "
+                        "form")
 
     # ------------------------------------------------------------------ master processes
     def _process(self, node: str) -> Dict[str, Any]:
