@@ -40,7 +40,7 @@ def _witness_ready() -> bool:
         return "chaosscheduler_witness" in json.load(handle)["configuration"]
 
 
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800),
               pytest.mark.skipif(slurm.requirements() is not None, reason=str(slurm.requirements())),
               pytest.mark.skipif(not _witness_ready(), reason="needs the witness and experiments that declare "
                                                                "chaosscheduler_witness")]
@@ -146,7 +146,8 @@ def test_master_crash_on_slurm_elects_the_backup_and_fails_back():
     state at most every 5 s) can be unknown to the backup; any deviation is on exactly those two probes."""
     _, journal, _ = run("master-crash.json", EXPERIMENT_LAB)
     met = verdicts(journal)
-    assert met["leader-elected-in-time"] and met["scheduling-not-interrupted-long"] and met["cluster-is-healthy"]
+    assert met["leader-elected-in-time"] and met["scheduling-not-interrupted-long"], failing(journal)
+    assert met["cluster-is-healthy"], output(journal, "cluster-is-healthy")["problems"]
     assert set(failing(journal)) <= {"job-submissions-accepted", "accepted-tasks-neither-lost-nor-duplicated"}
     restart = next(a for a in journal["run"] if a["activity"]["provider"]["func"] == "restart_master")
     failback = restart["output"]["failback"]
