@@ -100,6 +100,7 @@ def kill_master(target: str = "leader", signal: str = "SIGKILL", duration: float
     record = _base_record(ctx, "kill_master", "process", [victim], duration)
     record.update(signal=sig_name, was_leader=victim == leader, leader_before=leader,
                   term_before=leader_info.get("term"), masters_running=running)
+    _snapshot(platform, record, names=platform.worker_names())  # a crash can leave workers drained
     return _finish(ctx, record, dry_run)
 
 
@@ -186,9 +187,10 @@ def isolate_worker(worker: str = "busiest", duration: float = 60.0, dry_run: boo
     return _finish(ctx, record, dry_run)
 
 
-def _snapshot(platform: Any, record: Dict[str, Any], states: Optional[List[Dict[str, Any]]] = None) -> None:
-    """The targets' health before the fault, for platforms that bring workers back (never resume a worker that
-    was drained before)."""
+def _snapshot(platform: Any, record: Dict[str, Any], states: Optional[List[Dict[str, Any]]] = None,
+              names: Optional[List[str]] = None) -> None:
+    """The workers' health before the fault (its targets, or ``names``), for platforms that bring workers back
+    (never resume a worker that was drained before)."""
     snapshot = getattr(platform, "worker_snapshot", None)
     if snapshot is None:
         return
@@ -197,7 +199,7 @@ def _snapshot(platform: Any, record: Dict[str, Any], states: Optional[List[Dict[
     except Exception as e:  # informative only
         logger.warning("could not read the targets' states before the fault: %s", e)
         return
-    record["workers_before"] = snapshot(states, record["targets"])
+    record["workers_before"] = snapshot(states, names if names is not None else record["targets"])
 
 
 def heartbeat_peers(platform: Any, roles: Dict[str, List[str]]) -> List[str]:

@@ -123,5 +123,21 @@ def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
 def undo_all_faults(scope: str = "run", configuration: Configuration = None,
                     secrets: Secrets = None) -> Dict[str, Any]:
     """Undo every open fault of this run (``scope="run"``) or of the whole ledger (``scope="all"``), whatever its
-    kind. Returns ``{"undone": [fault ids], "errors": []}``."""
-    return _undo(Context(configuration), [], scope, "")
+    kind. Returns ``{"undone": [fault ids], "errors": []}``.
+
+    On platforms that bring workers back into service (the hosts platform with command sources), it then resumes
+    every worker that this run's faults found healthy and that the platform now reports unhealthy, whenever that
+    happened (Slurm drains a node on "Duplicate jobid" some time after a controller crash): the result gets
+    ``restored``. A worker unhealthy before every fault of the run is left as it is."""
+    ctx = Context(configuration)
+    result = _undo(ctx, [], scope, "")
+    restore = getattr(ctx.platform, "restore_workers", None)
+    if restore is not None:
+        before: Dict[str, Any] = {}
+        for record in ctx.ledger.all():
+            if scope == "all" or record.get("run_id") == ctx.run_id:
+                for name, state in (record.get("workers_before") or {}).items():
+                    before.setdefault(name, state)  # the earliest fault's view: before this run touched anything
+        if before:
+            result["restored"] = restore(sorted(before), before)
+    return result

@@ -155,9 +155,22 @@ def test_master_crash_on_slurm_elects_the_backup_and_fails_back():
 
 
 @pytest.mark.slow
-def test_master_crash_deviates_on_election_without_a_backup_controller():
-    _, journal, _ = run("master-crash.json", dict(EXPERIMENT_LAB, backup=False))
+def test_master_crash_deviates_on_election_when_the_backup_takes_over_too_late():
+    """SlurmctldTimeout=120 (Slurm's default): the backup waits two minutes before it takes over."""
+    _, journal, _ = run("master-crash.json", dict(EXPERIMENT_LAB, slurmctld_timeout=120))
     assert "leader-elected-in-time" in failing(journal)
+    assert output(journal, "leader-elected-in-time")["ongoing"] is True
+
+
+@pytest.mark.slow
+def test_master_crash_without_a_backup_controller_refuses_and_never_passes():
+    """Without a backup the only slurmctld is the last master: kill_master refuses to kill it (a safety rail), and
+    the run fails saying that no fault happened."""
+    _, journal, _ = run("master-crash.json", dict(EXPERIMENT_LAB, backup=False))
+    kill = next(a for a in journal["run"] if a["activity"]["provider"]["func"] == "kill_master")
+    assert kill["status"] == "failed" and "last running master" in "".join(kill.get("exception") or [])
+    assert "leader-elected-in-time" in failing(journal)
+    assert "no fault" in output(journal, "leader-elected-in-time")["reason"]
 
 
 @pytest.mark.slow
