@@ -19,7 +19,9 @@ then, with the real actions in-process:
 3. **detection**: ``isolate_worker(busiest)``; ours = the first ``sinfo`` poll showing the node down and the
    ``declarations`` source's time (the controller's own "setting DOWN" line); Slurm's = that line;
 4. **rescheduling by job id**: for every job running on the cut node, Slurm's = its "Allocate"/"Started" line on
-   another node after the cut; ours = the first ``squeue`` poll showing it running elsewhere. ``rejoin_worker``.
+   another node after the cut; ours = the first ``squeue`` poll showing it running elsewhere; and, where the witness
+   exists (chaosscheduler.witness), for every witness task running there: its own start record on another node
+   against Slurm's line for its job id. ``rejoin_worker``.
 
 Ours minus Slurm's is the error of our observation; every figure is from the fault's ``started_at`` (when the kill or
 the cut took effect). The load average is printed with the figures.
@@ -134,7 +136,8 @@ def one_run(home: str, index: int, load: Load) -> Dict[str, Any]:
             submitter.stopping.set()
             submitter.join(70)
         load.sample()
-        # 3. detection, 4. rescheduling by job id
+        # 3. detection, 4. rescheduling by job id (the witness's own start records too, where it exists)
+        workload = start_witness(conf, platform, home, index)
         cut = actions.isolate_worker(worker="busiest", duration=600, configuration=conf)
         victim, t0 = cut["targets"][0], cut["started_at"]
         jobs = set(cut["running_tasks"][victim])
@@ -161,9 +164,47 @@ def one_run(home: str, index: int, load: Load) -> Dict[str, Any]:
         figures["rescheduling"] = [{"job": job, "slurm": restarted[job] - t0 if job in restarted else None,
                                     "ours": moved[job] - t0 if job in moved else None} for job in sorted(jobs, key=int)]
         figures["lost_jobs"] = len(jobs)
+        if workload is not None:
+            figures["witness"] = witness_figures(workload, lab, victim, t0)
         rollbacks.rejoin_worker(timeout=120, configuration=conf)
         ssh.close_all()
     return figures
+
+
+WITNESS = {"rate": 4, "duration": 60, "submit_timeout": 30, "submitter": {
+    "type": "command", "on": "ctl1", "job_id_regex": "^(\\d+)", "cancel_argv": ["scancel", "{job_ids}"],
+    "argv": ["sbatch", "--parsable", "--output=/dev/null", "--job-name={task}", "--wrap", "{command}"]}}
+
+
+def start_witness(conf: Dict[str, Any], platform: Any, home: str, index: int) -> Any:
+    """A witness submitting long tasks (so that the cut node holds some), or None without chaosscheduler.witness."""
+    try:
+        from chaosscheduler import witness
+    except ImportError:
+        return None
+    options = dict(WITNESS, submitter=(conf.get("chaosscheduler_witness") or {}).get("submitter") or
+                   WITNESS["submitter"])
+    settings = config.load({k: v for k, v in conf.items() if k != "chaosscheduler_witness"})
+    workload = witness.start(settings, platform, os.path.join(home, "runs", f"bench{index}"), options,
+                             run_id=f"bench{index}")
+    wait_until(lambda: len(workload.history(collect=False).events) > 200, 120, interval=1,
+               message="the witness under way")
+    return workload
+
+
+def witness_figures(workload: Any, lab: slurm.Lab, victim: str, t0: float) -> List[Dict[str, Any]]:
+    """For each witness task running on the cut node: when it started again elsewhere by its own record, and when
+    Slurm's log says its job started again elsewhere (by job id)."""
+    from chaosscheduler import witness
+
+    workload.stop()
+    history = workload.history()
+    found = witness.rescheduling(history, [victim], t0)
+    job_of = {e["task"]: e.get("job_id") for e in history.events if e.get("type") == "ok"}
+    restarted = {job: at for at, job, nodes in starts(lab, "ctl1") if at >= t0 and victim not in slurm_nodes(nodes)}
+    return [{"task": v["task"], "job": job_of.get(v["task"]), "ours": v["latency"],
+             "slurm": (restarted[job_of[v["task"]]] - t0) if job_of.get(v["task"]) in restarted else None}
+            for v in found["tasks"]]
 
 
 def slurm_nodes(text: str) -> List[str]:
@@ -253,8 +294,12 @@ def report(runs: List[Dict[str, Any]]) -> str:
                  span([r["detection"]["ours_declared"] for r in runs]),
                  error([(r["detection"]["ours_declared"], r["detection"]["slurm"]) for r in runs])])
     jobs = [j for r in runs for j in r["rescheduling"]]
-    rows.append([f"rescheduling by job id ({len(jobs)} jobs)", span([j["slurm"] for j in jobs]),
+    rows.append([f"rescheduling by job id, squeue poll ({len(jobs)} jobs)", span([j["slurm"] for j in jobs]),
                  span([j["ours"] for j in jobs]), error([(j["ours"], j["slurm"]) for j in jobs])])
+    tasks = [t for r in runs for t in r.get("witness", [])]
+    if tasks:
+        rows.append([f"rescheduling by identity, witness ({len(tasks)} tasks)", span([t["slurm"] for t in tasks]),
+                     span([t["ours"] for t in tasks]), error([(t["ours"], t["slurm"]) for t in tasks])])
     return table(["what (from the fault)", "Slurm's log", "ours", "ours - Slurm's"], rows)
 
 
