@@ -10,7 +10,7 @@ import logging
 import random
 import signal as _signal
 import time
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 from chaoslib.types import Configuration, Secrets
 
@@ -106,6 +106,7 @@ def kill_master(target: str = "leader", signal: Union[str, int] = "SIGKILL", dur
     record = _base_record(ctx, "kill_master", "process", [victim], duration)
     record.update(signal=sig_name, was_leader=victim == leader, leader_before=leader,
                   term_before=leader_info.get("term"), masters_running=running)
+    _snapshot(platform, record, names=platform.worker_names())  # a crash can leave workers drained
     return _finish(ctx, record, dry_run)
 
 
@@ -155,9 +156,10 @@ def partition_workers(workers: Union[str, int, List[str]] = "all", peers: Union[
     record = _base_record(ctx, "partition_workers", kind, targets, duration)
     record.update(peers=peer_list, addresses=sorted(platform.address(p) for p in peer_list), mode=mode,
                   loss=drop_share, direction=direction, running_tasks=_running_tasks(platform, targets),
-                  cuts_registry=mode == "drop" and bool(set(peer_list) & set(roles["registry"])))
+                  cuts_registry=mode == "drop" and bool(set(peer_list) & set(heartbeat_peers(platform, roles))))
     if mode == "latency":
         record.update(latency_ms=float(latency_ms))
+    _snapshot(platform, record)
     return _finish(ctx, record, dry_run)
 
 
@@ -187,7 +189,29 @@ def isolate_worker(worker: str = "busiest", duration: float = 60.0, dry_run: boo
     running = {w["name"]: w.get("running", []) for w in states}
     record.update(peers=["*"], addresses=list(EVERYTHING), mode="drop", loss=1.0, direction="both",
                   running_tasks={victim: running.get(victim, [])})
+    _snapshot(platform, record, states)
     return _finish(ctx, record, dry_run)
+
+
+def _snapshot(platform: Any, record: Dict[str, Any], states: Optional[List[Dict[str, Any]]] = None,
+              names: Optional[List[str]] = None) -> None:
+    """The workers' health before the fault (its targets, or ``names``), for platforms that bring workers back
+    (never resume a worker that was drained before)."""
+    snapshot = getattr(platform, "worker_snapshot", None)
+    if snapshot is None:
+        return
+    try:
+        states = states if states is not None else platform.worker_states()
+    except Exception as e:  # informative only
+        logger.warning("could not read the targets' states before the fault: %s", e)
+        return
+    record["workers_before"] = snapshot(states, names if names is not None else record["targets"])
+
+
+def heartbeat_peers(platform: Any, roles: Dict[str, List[str]]) -> List[str]:
+    """Whom the workers' heartbeats reach: the registry, unless the platform says its masters (Slurm)."""
+    peers = getattr(platform, "heartbeat_peers", None)
+    return list(peers()) if peers else roles["registry"]
 
 
 def _running_tasks(platform: Any, targets: List[str]) -> Dict[str, List[str]]:

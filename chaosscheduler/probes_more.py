@@ -272,8 +272,9 @@ def _split_check(ctx: Context, heartbeat_timeout: Any) -> Dict[str, Any]:
 
 @boundary
 def cluster_health(configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
-    """Exactly one leader, every master process running, every worker alive: ``{"healthy": bool, "leader": name,
-    "leaders": [masters claiming leadership], "masters_running": n, "masters": n, "workers_alive": n,
+    """Exactly one leader, every master process running, every worker alive, and none of the platform's own
+    unhealthy states (drained workers, held tasks, where its command sources report them): ``{"healthy": bool,
+    "leader": name, "leaders": [masters claiming leadership], "masters_running": n, "masters": n, "workers_alive": n,
     "workers": n, "problems": [...], "problem_count": n}``. Judge it with a range tolerance [0, 0] on target
     "problem_count"."""
     ctx = Context(configuration)
@@ -293,6 +294,7 @@ def cluster_health(configuration: Configuration = None, secrets: Secrets = None)
         problems.append(f"masters not running: {', '.join(sorted(set(masters) - set(running)))}")
     if len(alive) < len(workers):
         problems.append(f"workers not alive: {', '.join(sorted(w['name'] for w in workers if not w['alive']))}")
+    problems += getattr(platform, "health_problems", list)()  # the platform's own: drained workers, held tasks
     return {"healthy": not problems, "leader": leader, "leaders": claims, "masters_running": len(running),
             "masters": len(masters), "workers_alive": len(alive), "workers": len(workers), "problems": problems,
             "problem_count": len(problems), "source": f"the platform ({platform.kind})", "phase": phase()}

@@ -13,6 +13,7 @@ from chaoslib.types import Configuration, Secrets
 from .context import Context, boundary, choice, number
 from .errors import FaultError
 from .faults import undo_open
+from .measurements import remember
 from .timing import wait_until
 
 __all__ = ["restart_master", "heal_partition", "rejoin_worker", "undo_all_faults"]
@@ -41,13 +42,50 @@ def _undo(ctx: Context, actions: List[str], scope: str, fault_id: str) -> Dict[s
 
 
 @boundary
-def restart_master(fault_id: str = "", scope: str = "run", configuration: Configuration = None,
-                   secrets: Secrets = None) -> Dict[str, Any]:
+def restart_master(fault_id: str = "", scope: str = "run", failback_timeout: float = 0.0,
+                   configuration: Configuration = None, secrets: Secrets = None) -> Dict[str, Any]:
     """Start again the masters killed by kill_master (resume them after SIGSTOP). ``scope``: "run" (default: this
     run's faults) or "all" (every open one in the ledger); ``fault_id`` limits it to one fault. Returns
     ``{"undone": [fault ids], "errors": []}``; raises, naming each, when a fault could not be undone (it stays open
-    for ``chaosscheduler heal``)."""
-    return _undo(Context(configuration), ["kill_master"], scope, fault_id)
+    for ``chaosscheduler heal``).
+
+    ``failback_timeout`` > 0: then watch who leads for up to that many seconds after the restart. On platforms
+    where the restarted master takes the lead back (Slurm's primary controller: a failback, a second election),
+    the result gets ``failback``: ``{"changed": true, "value": seconds from the restart until the new leader was
+    seen, "from", "to", "restarted_at", "seen_at", "resolution", "source"}`` (``changed`` false when the lead did
+    not move), and the same is stored with each undone fault as its ``leader_failback_time`` measurement."""
+    ctx = Context(configuration)
+    failback_timeout = number("failback_timeout", failback_timeout, 0, 3600)
+    before = ctx.platform.leader().get("leader") if failback_timeout else None
+    restarted_at = time.time()
+    result = _undo(ctx, ["kill_master"], scope, fault_id)
+    if failback_timeout and result["undone"]:
+        result["failback"] = _watch_failback(ctx, before, restarted_at, failback_timeout)
+        for fid in result["undone"]:
+            remember(ctx, ctx.ledger.get(fid), "leader_failback_time", result["failback"])
+    return result
+
+
+def _watch_failback(ctx: Context, before: Any, restarted_at: float, timeout: float) -> Dict[str, Any]:
+    """Poll the leader until it is someone other than ``before`` (the leader while the master was down)."""
+    info: Dict[str, Any] = {}
+
+    def moved() -> Any:
+        nonlocal info
+        info = ctx.platform.leader()
+        return time.time() if info.get("leader") and info["leader"] != before else None
+
+    try:
+        seen = wait_until(moved, max(0.0, restarted_at + timeout - time.time()), interval=ctx.settings.poll_interval,
+                          message="a failback")
+    except TimeoutError:
+        logger.info("restart_master: %s still leads %.0f s after the restart: no failback", before, timeout)
+        return {"changed": False, "value": None, "from": before, "to": info.get("leader"),
+                "restarted_at": restarted_at}
+    value = round(seen - restarted_at, 6)
+    logger.info("restart_master: failback %s -> %s %.3f s after the restart", before, info["leader"], value)
+    return {"changed": True, "value": value, "from": before, "to": info["leader"], "restarted_at": restarted_at,
+            "seen_at": seen, "resolution": info.get("resolution"), "source": info.get("leader_source")}
 
 
 @boundary
@@ -89,5 +127,21 @@ def rejoin_worker(fault_id: str = "", scope: str = "run", timeout: float = 30.0,
 def undo_all_faults(scope: str = "run", configuration: Configuration = None,
                     secrets: Secrets = None) -> Dict[str, Any]:
     """Undo every open fault of this run (``scope="run"``) or of the whole ledger (``scope="all"``), whatever its
-    kind. Returns ``{"undone": [fault ids], "errors": []}``."""
-    return _undo(Context(configuration), [], scope, "")
+    kind. Returns ``{"undone": [fault ids], "errors": []}``.
+
+    On platforms that bring workers back into service (the hosts platform with command sources), it then resumes
+    every worker that this run's faults found healthy and that the platform now reports unhealthy, whenever that
+    happened (Slurm drains a node on "Duplicate jobid" some time after a controller crash): the result gets
+    ``restored``. A worker unhealthy before every fault of the run is left as it is."""
+    ctx = Context(configuration)
+    result = _undo(ctx, [], scope, "")
+    restore = getattr(ctx.platform, "restore_workers", None)
+    if restore is not None:
+        before: Dict[str, Any] = {}
+        for record in ctx.ledger.all():
+            if scope == "all" or record.get("run_id") == ctx.run_id:
+                for name, state in (record.get("workers_before") or {}).items():
+                    before.setdefault(name, state)  # the earliest fault's view: before this run touched anything
+        if before:
+            result["restored"] = restore(sorted(before), before)
+    return result

@@ -129,6 +129,7 @@ def undo(ledger: Ledger, fault_id: str, reason: str = "undone", platform: Any = 
         facts = {"note": f"nothing to undo: {gone}"}
     else:
         facts = fault_class(record["kind"])(record).undo(platform)
+        facts = _restore_workers(platform, record, facts)
 
     def close(stored: Dict[str, Any]) -> None:
         if stored.get("state") in OPEN_STATES:
@@ -156,6 +157,19 @@ def _log_mentions_a_failure(home: str, fault_id: str) -> bool:
         return any(word in text for word in ("failed", "unreadable", "no record"))
     except FileNotFoundError:
         return False
+
+
+def _restore_workers(platform: Any, record: Dict[str, Any], facts: Dict[str, Any]) -> Dict[str, Any]:
+    """Workers cut off by this fault back into service (platforms that manage workers: restart a stopped worker
+    process, resume a worker left drained), so the rollback, the reaper and heal all bring them back."""
+    restore = getattr(platform, "restore_workers", None)
+    if restore is None or record.get("action") not in ("isolate_worker", "partition_workers"):
+        return facts
+    try:
+        return dict(facts, restored=restore(record["targets"], record.get("workers_before")))
+    except Exception as e:  # the network is back either way; cluster_health shows a worker that is not
+        logger.warning("fault %s undone, but restoring its workers failed: %s", record["id"], e)
+        return dict(facts, restore_error=str(e))
 
 
 def undo_open(ledger: Ledger, predicate: Callable[[Dict[str, Any]], bool] = lambda r: True) -> Dict[str, Any]:

@@ -1,10 +1,15 @@
 """Any platform on hosts reached over SSH: the ``chaosscheduler_hosts`` description (see docs/platforms.md).
 
 Who is who comes from the description (masters, workers, registry, each with a host and an address); who leads from
-a leader source (:mod:`.leader`); what the workers do from Prometheus (:mod:`chaosscheduler.metrics.forms`);
-faults run as argv lists over SSH (:class:`chaosscheduler.hosts.ssh.SSHHost`). A master's process is found by a pid
-file, a pattern matched against the process list, a systemd unit or the TCP port it listens on; it is restarted by
-its systemd unit or by a command started detached on its host.
+a leader source (:mod:`.leader`); what the workers do from the scheduler's own commands
+(:mod:`.hosts_commands`: ``sinfo``, ``squeue``...) or from Prometheus (:mod:`chaosscheduler.metrics.forms`);
+faults run as argv lists over SSH (:class:`chaosscheduler.hosts.ssh.SSHHost`). A master's (or a worker's) process is
+found by a pid file, a pattern matched against the process list, a systemd unit or the TCP port it listens on; it
+is restarted by its systemd unit or by a command started detached on its host.
+
+Workers are managed like masters: after a network fault is undone, :meth:`HostsPlatform.restore_workers` starts a
+worker process that stopped (a worker that shuts itself down when cut off), waits for the platform to see the
+worker again, and resumes a worker the platform left unhealthy (drained) if it was healthy before the fault.
 """
 
 import re
@@ -13,16 +18,23 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..errors import ChaosSchedulerError, ConfigurationError
-from ..hosts import CommandError
+from ..hosts import CommandError, LocalHost, NetnsHost
 from ..hosts.ssh import SSHHost
+from . import hosts_workers
 from .base import Platform
+from .commands import Runner
+from .hosts_commands import CommandForms
 from .leader import LeaderSource, SourceEnv, build, expand
 
-__all__ = ["HostsPlatform"]
+__all__ = ["HostsPlatform", "NoRecords"]
 
 _FATAL = (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT)
 _SS_PID = re.compile(r"pid=(\d+)")
 _START_SCRIPT = 'exec </dev/null >/dev/null 2>&1; exec "$@"'
+
+
+class NoRecords(ChaosSchedulerError, NotImplementedError):
+    """The platform keeps no such records (the base contract's NotImplementedError, with a complete message)."""
 
 
 class HostsPlatform(Platform):
@@ -43,6 +55,7 @@ class HostsPlatform(Platform):
         self._hosts: Dict[str, SSHHost] = {}
         self._leader: Optional[LeaderSource] = None
         self._prometheus: Any = None
+        self._runner: Optional[Runner] = None
 
     # ------------------------------------------------------------------ description
     def reference(self) -> Dict[str, Any]:
@@ -67,6 +80,11 @@ class HostsPlatform(Platform):
 
     def address(self, node: str) -> str:
         return self.node(node)["address"]
+
+    def heartbeat_peers(self) -> List[str]:
+        """The nodes whose loss makes the platform declare a worker dead: the registry, or the masters themselves
+        (``heartbeat_to: "masters"``: Slurm's slurmd answers the controllers' pings)."""
+        return self.masters() if self.description.get("heartbeat_to") == "masters" else self.registry()
 
     def network_capable(self) -> Optional[str]:
         return None
@@ -102,12 +120,26 @@ class HostsPlatform(Platform):
         return MetricsForms(self.prometheus, self.description, self.description["metrics"]["queries"])
 
     @property
+    def runner(self) -> Runner:
+        """Runs command sources and other argv lists where the description says (SSH, or this machine)."""
+        if self._runner is None:
+            netns = self.description.get("connect_netns")
+            self._runner = Runner(self.host, NetnsHost(netns) if netns else LocalHost(), self.description["masters"],
+                                  self.description["workers"], expand, others=self.description["registry"])
+        return self._runner
+
+    @property
+    def commands(self) -> CommandForms:
+        """The command sources (``chaosscheduler_hosts.commands``)."""
+        return CommandForms(self.description, self.runner)
+
+    @property
     def leader_source(self) -> LeaderSource:
         if self._leader is None:
             env = SourceEnv(masters=self.description["masters"], registry=self.description["registry"],
                             netns=self.description.get("connect_netns"), secrets=self.secrets,
                             prometheus=self.prometheus if self.prometheus_base_url else None,
-                            poll_interval=self.poll_interval)
+                            poll_interval=self.poll_interval, runner=self.runner)
             self._leader = build(self.description["leader"], env)
         return self._leader
 
@@ -120,27 +152,54 @@ class HostsPlatform(Platform):
     def workers(self) -> List[Dict[str, Any]]:
         if not self.description["workers"]:
             return []
+        if self.commands.has("workers"):
+            return self.commands.workers()
         forms = self.metrics
         if forms is None:
-            raise ChaosSchedulerError("the hosts platform learns about workers from Prometheus: set "
-                                      "prometheus_base_url in the configuration")
+            raise ChaosSchedulerError("the hosts platform learns about workers from the scheduler's commands "
+                                      "(chaosscheduler_hosts.commands.workers) or from Prometheus "
+                                      "(prometheus_base_url): give one")
         return forms.workers()
 
+    def worker_states(self) -> List[Dict[str, Any]]:
+        if self.description["workers"] and self.commands.has("workers"):
+            return self.commands.workers(with_tasks=False)
+        return self.workers()
+
+    def task_records(self) -> List[Dict[str, Any]]:
+        """The scheduler's own task records (``commands.tasks``), e.g. Slurm's jobs by job id."""
+        return self.commands.task_records()
+
+    def health_problems(self) -> List[str]:
+        """The platform's own unhealthy states as it reports them (drained workers, held tasks); [] without
+        command sources."""
+        return self.commands.health_problems()
+
+    def run_on(self, place: str, argv: List[str], timeout: float = 30.0) -> Any:
+        """Run ``argv`` like a command source: ``place`` is "masters" (the first master host that answers),
+        "local" or a node name. Returns the result (``returncode``, ``stdout``, ``stderr``); raises when no host
+        could run it."""
+        result, _ = self.runner.run({"argv": list(argv), "on": place, "timeout": timeout})
+        return result
+
     def tasks(self, since: float = 0.0) -> List[Dict[str, Any]]:
-        raise ChaosSchedulerError("the hosts platform has no task records; probes use their metrics form")
+        raise NoRecords("the hosts platform has no task records in the embedded cluster's shape; probes use the "
+                        "witness, or their metrics form")
 
     def submissions(self, since: float = 0.0) -> List[Dict[str, Any]]:
-        raise ChaosSchedulerError("the hosts platform has no submission records; probes use their metrics form")
+        raise NoRecords("the hosts platform has no submission records; probes use the witness, or their metrics "
+                        "form")
 
     # ------------------------------------------------------------------ master processes
     def _process(self, node: str) -> Dict[str, Any]:
         n = self.node(node)
         if "process" not in n:
-            raise ConfigurationError(f"{node} is not a master: only masters' processes are killed and restarted")
+            raise ConfigurationError(f"{node} has no 'process' in chaosscheduler_hosts: masters need one, workers "
+                                     f"get one from 'worker_process' or their own 'process'")
         return n["process"]
 
     def pid(self, node: str) -> Optional[int]:
-        """The PID of the master's process on its host, or None when it is not running."""
+        """The PID of the node's process (a master's, or a managed worker's) on its host, or None."""
         p, host, n = self._process(node), self.host(node), self.node(node)
         if p["pid_file"]:
             result = host.run(["cat", "--", expand(p["pid_file"], n)], check=False, timeout=15)
@@ -164,12 +223,12 @@ class HostsPlatform(Platform):
                 found.append(int(pid_text))
         if len(found) > 1:
             raise ChaosSchedulerError(f"the pattern for {node} matches {len(found)} processes ({found}): make it "
-                                      f"match exactly the master")
+                                      f"match exactly one process")
         return found[0] if found else None
 
     def is_running(self, node: str) -> bool:
         if "process" not in self.node(node):
-            return True  # only masters are killed; other nodes are taken to run
+            return True  # nodes without a process description are taken to run
         return self.pid(node) is not None
 
     def signal(self, node: str, sig: _signal.Signals) -> Dict[str, Any]:
@@ -226,6 +285,16 @@ class HostsPlatform(Platform):
             if time.monotonic() > deadline:
                 raise ChaosSchedulerError(f"{node} did not start within {p['restart_timeout']} s on {n['host']}")
             time.sleep(0.05)
+
+    # ------------------------------------------------------------------ workers back into service
+    def worker_snapshot(self, states: List[Dict[str, Any]], names: List[str]) -> Dict[str, Any]:
+        """The targets' health before a fault (kept in its record): see :mod:`.hosts_workers`."""
+        return hosts_workers.snapshot(states, names)
+
+    def restore_workers(self, names: List[str], before: Optional[Dict[str, Any]] = None,
+                        timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Workers cut off by a fault back into service once it is undone: see :func:`.hosts_workers.restore`."""
+        return hosts_workers.restore(self, names, before, timeout)
 
     # ------------------------------------------------------------------ remote self-expiry
     def arm_expiry(self, node: str, marker: str, seconds: float, argv: List[str]) -> Dict[str, Any]:

@@ -10,12 +10,19 @@ from typing import Any, Dict
 from ..errors import ConfigurationError
 from .schema import Schema
 
-__all__ = ["parse_hosts", "HOSTS_DOC", "ROLES", "PROCESS_MATCH", "LEADER_SOURCES"]
+__all__ = ["parse_hosts", "HOSTS_DOC", "ROLES", "PROCESS_MATCH", "LEADER_SOURCES", "COMMAND_SOURCES"]
 
 HOSTS_DOC = "docs/platforms.md"
 ROLES = ("masters", "workers", "registry")
 PROCESS_MATCH = ("pid_file", "pattern", "systemd_unit", "listen_port")
-LEADER_SOURCES = ("http", "etcd", "zookeeper", "promql")
+LEADER_SOURCES = ("http", "etcd", "zookeeper", "promql", "command")
+# command sources of chaosscheduler_hosts.commands -> (extra keys with their defaults, rules among them)
+COMMAND_SOURCES = {
+    "workers": ({"dead": None, "unhealthy": None}, ("dead", "unhealthy")),
+    "tasks": ({"running": None, "unhealthy": None}, ("running", "unhealthy")),
+    "declarations": ({}, ()),
+}
+HEARTBEAT_TO = ("registry", "masters")  # who decides a worker is dead: a registry (etcd, ZooKeeper) or the masters
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@-]{1,255}$")
 SSH_DEFAULTS = {"user": "root", "port": 22, "key_file": None, "key_secret": None, "password_secret": None,
@@ -92,7 +99,8 @@ def _address(where: str, host: str, value: Any) -> str:
         raise _fail(f"{where}.address", f"must be an IP address (firewall rules name addresses), got {value!r}") from e
 
 
-def _node(where: str, raw: Any, ssh: Dict[str, Any], process: Dict[str, Any], role: str) -> Dict[str, Any]:
+def _node(where: str, raw: Any, ssh: Dict[str, Any], process: Dict[str, Any], role: str,
+          worker_process: Any = None) -> Dict[str, Any]:
     allowed = {"name", "host", "address", "ssh", "process", "slots", "metrics_instance"}
     data = _mapping(where, raw, allowed)
     name = data.get("name")
@@ -110,27 +118,36 @@ def _node(where: str, raw: Any, ssh: Dict[str, Any], process: Dict[str, Any], ro
             raise _fail(f"{where}.process", f"give exactly one of {', '.join(PROCESS_MATCH)}")
     if role == "workers":
         node["slots"] = int(_number(f"{where}.slots", data.get("slots", 1), 1, 100000)) if "slots" in data else None
+        if data.get("process") is not None or worker_process is not None:  # workers are managed like masters
+            node["process"] = _process(f"{where}.process", data.get("process"), worker_process or PROCESS_DEFAULTS)
+            if not any(node["process"][k] for k in PROCESS_MATCH):
+                raise _fail(f"{where}.process", f"needs one of {', '.join(PROCESS_MATCH)} to find the worker's "
+                                                f"process")
+            if sum(1 for k in PROCESS_MATCH if node["process"][k]) > 1:
+                raise _fail(f"{where}.process", f"give exactly one of {', '.join(PROCESS_MATCH)}")
     return node
 
 
 def parse_hosts(raw: Any) -> Dict[str, Any]:
     """Validate the ``chaosscheduler_hosts`` description and return it normalised (every default filled in), as the
     JSON the ledger stores to rebuild the platform. Secret *values* never appear in it: only secret names."""
-    allowed = {"masters", "workers", "registry", "ssh", "process", "leader", "metrics", "connect_netns",
-               "same_clock", "exempt_tcp_ports", "slots"}
+    allowed = {"masters", "workers", "registry", "ssh", "process", "worker_process", "leader", "metrics",
+               "commands", "connect_netns", "same_clock", "exempt_tcp_ports", "slots", "heartbeat_to"}
     data = _mapping("", raw, allowed) if raw is not None else {}
     if not data:
         raise ConfigurationError(f"chaosscheduler_platform 'hosts' needs chaosscheduler_hosts: an object listing "
                                  f"masters and workers with their hosts (see {HOSTS_DOC})")
     ssh = _ssh("ssh", data.get("ssh"), SSH_DEFAULTS)
     process = _process("process", data.get("process"), PROCESS_DEFAULTS)
+    worker_process = (_process("worker_process", data["worker_process"], PROCESS_DEFAULTS)
+                      if data.get("worker_process") is not None else None)
     out: Dict[str, Any] = {"ssh": ssh}
     seen: Dict[str, str] = {}
     for role in ROLES:
         items = data.get(role) or []
         if not isinstance(items, list):
             raise _fail(role, f"must be a list of nodes, got {items!r}")
-        nodes = [_node(f"{role}[{i}]", item, ssh, process, role) for i, item in enumerate(items)]
+        nodes = [_node(f"{role}[{i}]", item, ssh, process, role, worker_process) for i, item in enumerate(items)]
         for node in nodes:
             if node["name"] in seen:
                 raise _fail(role, f"node name {node['name']!r} is used twice ({seen[node['name']]} and {role})")
@@ -153,8 +170,33 @@ def parse_hosts(raw: Any) -> Dict[str, Any]:
         raise _fail("exempt_tcp_ports", f"must be a list of TCP ports, got {ports!r}")
     out["exempt_tcp_ports"] = [_port("exempt_tcp_ports", p) for p in ports]
     out["slots"] = int(_number("slots", data.get("slots", 4), 1, 100000))
+    out["heartbeat_to"] = _schema.choice("heartbeat_to", data.get("heartbeat_to", "registry"), HEARTBEAT_TO)
     out["leader"] = _leader(data.get("leader"))
     out["metrics"] = _metrics(data.get("metrics"))
+    out["commands"] = _commands(data.get("commands"), {n["name"] for role in ROLES for n in out[role]})
+    return out
+
+
+def _commands(raw: Any, names: set) -> Dict[str, Any]:
+    """``commands``: the command sources (workers, tasks, declarations) and the worker-resume command."""
+    from .commands import check_rule, check_source
+
+    data = _mapping("commands", raw, set(COMMAND_SOURCES) | {"resume_worker", "restore_timeout"})
+    out: Dict[str, Any] = {}
+    for kind, (extra, rules) in COMMAND_SOURCES.items():
+        if data.get(kind) is None:
+            out[kind] = None
+            continue
+        spec = check_source(f"commands.{kind}", data[kind], _fail, extra=extra)
+        for rule in rules:
+            spec[rule] = check_rule(f"commands.{kind}.{rule}", spec[rule], _fail)
+        if spec["on"] not in ("masters", "every-master", "every-worker", "local") and spec["on"] not in names:
+            raise _fail(f"commands.{kind}.on", f"must be masters, every-master, every-worker, local or a node "
+                                               f"name, got {spec['on']!r}")
+        out[kind] = spec
+    resume = data.get("resume_worker")
+    out["resume_worker"] = None if resume is None else check_source("commands.resume_worker", resume, _fail)
+    out["restore_timeout"] = _number("commands.restore_timeout", data.get("restore_timeout", 60.0), 0, 3600)
     return out
 
 

@@ -9,6 +9,7 @@ source         reads                                                            
 ``etcd``       an etcd key (``/cs/leader``) or election prefix, through etcd's JSON gateway  poll interval + one request
 ``zookeeper``  a ZooKeeper election/lock path (lowest sequence leads) or a leader znode      poll interval + one request
 ``promql``     a PromQL query (``scheduler_is_leader == 1``) on Prometheus                  the scrape interval
+``command``    an argv on each master's host (or once), its exit status / output / JSON     poll interval + commands
 =============  ==========================================================================  ===========================
 
 Every answer is ``{"leader": master name or None, "since": its own timestamp or None, "claims": [masters that
@@ -25,13 +26,14 @@ from ...errors import ChaosSchedulerError, ConfigurationError
 
 __all__ = ["LeaderSource", "SourceEnv", "validate", "build", "match_master", "json_path", "SOURCES"]
 
-SOURCES = {"http": "http", "etcd": "etcd", "zookeeper": "zookeeper", "promql": "promql"}
+SOURCES = {"http": "http", "etcd": "etcd", "zookeeper": "zookeeper", "promql": "promql", "command": "command"}
 
 
 @dataclasses.dataclass
 class SourceEnv:
     """What a source may use: the masters (normalised node dicts), the local namespace connections are opened from,
-    the activity's secrets, a Prometheus client, and the probes' poll interval."""
+    the activity's secrets, a Prometheus client, the probes' poll interval, and a command runner
+    (:class:`chaosscheduler.platforms.commands.Runner`, on the hosts platform)."""
 
     masters: List[Dict[str, Any]]
     registry: List[Dict[str, Any]]
@@ -39,6 +41,7 @@ class SourceEnv:
     secrets: Optional[Dict[str, Any]] = None
     prometheus: Any = None
     poll_interval: float = 0.01
+    runner: Any = None
 
 
 class LeaderSource(abc.ABC):
