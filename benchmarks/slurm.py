@@ -38,7 +38,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-import _bench
 from _bench import Load, interrupt_on_sigterm, median, secs, table
 
 from chaosscheduler import actions, config, rollbacks  # noqa: E402

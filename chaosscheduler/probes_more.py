@@ -26,6 +26,8 @@ logger = logging.getLogger("chaostoolkit")
 def phase() -> Any:
     """The run's phase, as chaosscheduler.measurements tells it (one place to ask, one place to patch in tests)."""
     return measurements.phase()
+
+
 FAULT_ACTIONS = ["kill_master"] + CUT_ACTIONS
 
 

@@ -21,7 +21,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import FaultError
-from ..hosts import CommandError
 from . import rules
 from .base import Fault, register
 from .network import NetworkFault

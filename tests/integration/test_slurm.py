@@ -10,7 +10,6 @@ open; the module removes the lab by its record and checks that nothing of it is 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
