@@ -48,6 +48,8 @@ def options_for(settings: Any, options: Union[None, bool, Dict[str, Any]] = None
     if isinstance(options, bool):
         merged["enabled"] = options and merged.get("enabled", True)
     elif options:
+        if merged.get("unconfigured") and "enabled" not in options:
+            merged["enabled"] = True  # off only because the configuration said nothing: these options say something
         merged.update(options)
     return parse(merged, settings.platform)
 

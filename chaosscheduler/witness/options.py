@@ -59,7 +59,7 @@ def parse(raw: Any, platform: str = "testbed") -> Dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigurationError(f"chaosscheduler_witness must be an object (or false to switch the witness off), "
                                  f"got {raw!r}")
-    raw = {k: v for k, v in raw.items() if k != "disabled_reason"}  # (options parsed before)
+    raw = {k: v for k, v in raw.items() if k not in ("disabled_reason", "unconfigured")}  # (options parsed before)
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         raise ConfigurationError(f"unknown chaosscheduler_witness key(s) {', '.join(map(repr, unknown))}; known: "
@@ -84,8 +84,10 @@ def parse(raw: Any, platform: str = "testbed") -> Dict[str, Any]:
             raise ConfigurationError(f"chaosscheduler_witness.{key} must be a path, got {value!r}")
     submitter = out["submitter"]
     out["disabled_reason"] = None if out["enabled"] else "switched off by chaosscheduler_witness"
+    out["unconfigured"] = False
     if submitter is None and platform != "testbed" and out["enabled"] and not configured:
         out["enabled"] = False  # nothing said: the probes fall back to the platform's own account and say so
+        out["unconfigured"] = True  # (options given later, e.g. the control's argument, switch it on again)
         out["disabled_reason"] = (f"no witness submitter configured for the {platform} platform "
                                   f"(chaosscheduler_witness.submitter, docs/witness.md)")
     if submitter is None:
@@ -94,6 +96,9 @@ def parse(raw: Any, platform: str = "testbed") -> Dict[str, Any]:
                 f"chaosscheduler_witness.submitter is needed on the {platform} platform: how tasks are submitted, "
                 f"e.g. {{\"type\": \"command\", \"argv\": [\"sbatch\", \"--parsable\", \"--wrap\", \"{{command}}\"]}} "
                 f"(docs/witness.md), or set chaosscheduler_witness to false")
+        if platform != "testbed":  # switched off: no submitter to stand in for the one it would need
+            out["submitter"] = None
+            return out
         submitter = {"type": "testbed"}
     if not isinstance(submitter, dict) or submitter.get("type") not in SUBMITTERS:
         raise ConfigurationError(f"chaosscheduler_witness.submitter.type must be one of {', '.join(SUBMITTERS)}, "

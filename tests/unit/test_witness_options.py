@@ -69,6 +69,25 @@ def test_other_platforms_need_a_submitter_once_the_witness_is_configured():
     assert again["rate"] == 5
 
 
+def test_options_given_later_switch_on_a_witness_the_configuration_left_unset():
+    """The control's ``witness`` argument (or a caller of witness.start) names a submitter for a hosts platform
+    whose configuration says nothing about the witness: it runs; switched off explicitly, it stays off."""
+    from chaosscheduler.witness import options_for
+
+    class Settings:
+        platform = "hosts"
+        witness = parse(None, "hosts")
+
+    assert Settings.witness["enabled"] is False
+    submitter = {"type": "command", "argv": ["sh", "-c", "{command}"]}
+    assert options_for(Settings, {"submitter": submitter})["enabled"] is True
+    assert options_for(Settings, {"submitter": submitter, "enabled": False})["enabled"] is False
+    Settings.witness = parse(False, "hosts")
+    assert options_for(Settings, {"submitter": submitter})["enabled"] is False
+    with pytest.raises(ConfigurationError, match="submitter is needed"):
+        options_for(type("S", (), {"platform": "hosts", "witness": parse(None, "hosts")}), {"rate": 5})
+
+
 def test_templates_expand_whole_argv_elements_and_quote_the_command():
     argv = command.argv("w-r-1", 2, "e.log")
     values = {"task": "w-r-1", "command": "sh -c 'x' a", "argv": argv, "duration": 2, "job_ids": ["7", "8"]}
