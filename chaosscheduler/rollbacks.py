@@ -52,7 +52,8 @@ def restart_master(fault_id: str = "", scope: str = "run", failback_timeout: flo
     ``failback_timeout`` > 0: then watch who leads for up to that many seconds after the restart. On platforms
     where the restarted master takes the lead back (Slurm's primary controller: a failback, a second election),
     the result gets ``failback``: ``{"changed": true, "value": seconds from the restart until the new leader was
-    seen, "from", "to", "restarted_at", "seen_at", "resolution", "source"}`` (``changed`` false when the lead did
+    seen, "from", "to", "restarted_at", "seen_at", "not_seen_until", "resolution" (the lead moved within that many
+    seconds before it was seen), "source_resolution", "source"}`` (``changed`` false when the lead did
     not move), and the same is stored with each undone fault as its ``leader_failback_time`` measurement."""
     ctx = Context(configuration)
     failback_timeout = number("failback_timeout", failback_timeout, 0, 3600)
@@ -67,13 +68,20 @@ def restart_master(fault_id: str = "", scope: str = "run", failback_timeout: flo
 
 
 def _watch_failback(ctx: Context, before: Any, restarted_at: float, timeout: float) -> Dict[str, Any]:
-    """Poll the leader until it is someone other than ``before`` (the leader while the master was down)."""
+    """Poll the leader until it is someone other than ``before`` (the leader while the master was down). The lead
+    moved between the start of the last poll that still named ``before`` (or the restart) and the poll that saw it
+    move: that interval is the figure's ``resolution`` (the restart's own wait for the process is inside it)."""
     info: Dict[str, Any] = {}
+    unseen_until = restarted_at
 
     def moved() -> Any:
-        nonlocal info
+        nonlocal info, unseen_until
+        asked = time.time()
         info = ctx.platform.leader()
-        return time.time() if info.get("leader") and info["leader"] != before else None
+        if info.get("leader") and info["leader"] != before:
+            return time.time()
+        unseen_until = asked
+        return None
 
     try:
         seen = wait_until(moved, max(0.0, restarted_at + timeout - time.time()), interval=ctx.settings.poll_interval,
@@ -83,9 +91,12 @@ def _watch_failback(ctx: Context, before: Any, restarted_at: float, timeout: flo
         return {"changed": False, "value": None, "from": before, "to": info.get("leader"),
                 "restarted_at": restarted_at}
     value = round(seen - restarted_at, 6)
-    logger.info("restart_master: failback %s -> %s %.3f s after the restart", before, info["leader"], value)
+    resolution = round(seen - unseen_until, 6)
+    logger.info("restart_master: failback %s -> %s %.3f s after the restart (within the last %.3f s)", before,
+                info["leader"], value, resolution)
     return {"changed": True, "value": value, "from": before, "to": info["leader"], "restarted_at": restarted_at,
-            "seen_at": seen, "resolution": info.get("resolution"), "source": info.get("leader_source")}
+            "seen_at": seen, "not_seen_until": unseen_until, "resolution": resolution,
+            "source_resolution": info.get("resolution"), "source": info.get("leader_source")}
 
 
 @boundary
