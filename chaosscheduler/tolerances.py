@@ -95,6 +95,11 @@ def _judge_at_least(m: Dict[str, Any], threshold: float) -> Tuple[bool, str]:
 
 
 def _judge_consistent(m: Dict[str, Any], min_tasks: float) -> Tuple[bool, str]:
+    if m.get("phase") == "before-method" and not m.get("anomalies") and not m.get("n", m.get("accepted")):
+        # the witness has only just started: nothing judged, nothing contradicts the steady state; after the
+        # method the same tolerance needs min_tasks judged tasks
+        return True, (f"before the method no witness task was judged yet ({m.get('reason') or 'none'}): nothing "
+                      f"to contradict; after the method {min_tasks:g} are needed")
     gate = _gate(m)
     if gate:
         return gate

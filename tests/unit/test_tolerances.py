@@ -40,6 +40,12 @@ def test_consistent_fails_on_any_anomaly_and_on_too_few_tasks_after_the_method()
     young = dict(good, n=12, phase="before-method")
     assert consistent(young, min_tasks=100)
     assert not consistent(dict(bad, phase="before-method"), min_tasks=100)
+    # a witness that has just started has judged nothing yet: before the method that contradicts nothing, after it
+    # that is no evidence
+    empty = ratio(0, 0, "witness", anomalies=0, lost=[], duplicated=[], reason="no witness task could be judged yet")
+    assert consistent(dict(empty, phase="before-method"), min_tasks=100)
+    assert not consistent(dict(empty, phase="after-method"), min_tasks=100)
+    assert not consistent(empty, min_tasks=1)
 
 
 def test_a_threshold_that_is_not_a_number_fails_with_the_reason():
