@@ -146,13 +146,13 @@ def undo_all_faults(scope: str = "run", configuration: Configuration = None,
     ``restored``. A worker unhealthy before every fault of the run is left as it is."""
     ctx = Context(configuration)
     result = _undo(ctx, [], scope, "")
-    restore = getattr(ctx.platform, "restore_workers", None)
+    before: Dict[str, Any] = {}
+    for record in ctx.ledger.all():
+        if scope == "all" or record.get("run_id") == ctx.run_id:
+            for name, state in (record.get("workers_before") or {}).items():
+                before.setdefault(name, state)  # the earliest fault's view: before this run touched anything
+    # the platform is asked only when a fault recorded workers' health (a platform that is not running has none)
+    restore = getattr(ctx.platform, "restore_workers", None) if before else None
     if restore is not None:
-        before: Dict[str, Any] = {}
-        for record in ctx.ledger.all():
-            if scope == "all" or record.get("run_id") == ctx.run_id:
-                for name, state in (record.get("workers_before") or {}).items():
-                    before.setdefault(name, state)  # the earliest fault's view: before this run touched anything
-        if before:
-            result["restored"] = restore(sorted(before), before)
+        result["restored"] = restore(sorted(before), before)
     return result
