@@ -76,6 +76,8 @@ VALID = {
     "timeout": SHORT, "deadline": SHORT, "window": SHORT, "settle": SHORT, "grace": SHORT,
     "quantile": st.floats(min_value=0, max_value=1), "fault_id": st.just(""),
     "scope": st.sampled_from(["run", "all"]),
+    "allow_rerun_after_loss": st.booleans(), "failback_timeout": SHORT, "heartbeat_interval": SHORT,
+    "heartbeat_timeout": SHORT, "report_grace": SHORT,
 }
 
 
