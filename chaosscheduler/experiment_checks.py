@@ -118,7 +118,7 @@ def review(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] =
     errors: List[str] = []
     warnings: List[str] = []
     faults = []
-    for activity in method:
+    for position, activity in enumerate(method):
         func = _ours(activity, "chaosscheduler.actions")
         if func not in FAULT_ACTIONS:
             continue
@@ -129,7 +129,8 @@ def review(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] =
         fault = {"name": activity.get("name"), "func": func, "duration": duration,
                  "drop": func == "isolate_worker" or args.get("mode", "drop") == "drop",
                  "pause": None if pause is None else _seconds(f"'{activity.get('name')}' pause", pause),
-                 "cuts_registry": func == "isolate_worker" or args.get("peers") in ("registry", "all")}
+                 "cuts_registry": func == "isolate_worker" or args.get("peers") in ("registry", "all"),
+                 "position": position}
         faults.append(fault)
         if fault["pause"] is not None and fault["pause"] + margin(fault["pause"]) > duration:
             errors.append(f"'{fault['name']}' ({func}) undoes itself after {duration:g} s, during its own pause of "
@@ -137,7 +138,9 @@ def review(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] =
                           f"(fault_duration)")
     bounds = []
     needs: Dict[str, Tuple[float, str, str]] = {}  # fault name -> (longest bound, probe, argument)
-    for activity in method + hypothesis:
+    # a probe of the method waits for the effect of the faults before it; the hypothesis (after the method) for all
+    steps = list(enumerate(method)) + [(len(method), p) for p in hypothesis]
+    for position, activity in steps:
         func = _ours(activity, "chaosscheduler.probes")
         if func not in WAIT_BOUNDS and func not in LIMITED:
             continue
@@ -147,7 +150,7 @@ def review(experiment: Dict[str, Any], configuration: Optional[Dict[str, Any]] =
             bound = _seconds(f"'{activity.get('name')}' argument {arg}", args.get(arg))
             bounds.append({"probe": activity.get("name"), "func": func, "bound": bound})
             for fault in faults:
-                if fault["func"] in actions and (fault["drop"] or not drop_only) \
+                if fault["position"] < position and fault["func"] in actions and (fault["drop"] or not drop_only) \
                         and bound > needs.get(fault["name"], (-1.0, "", ""))[0]:
                     needs[fault["name"]] = (bound, str(activity.get("name")), arg)
         tolerance = activity.get("tolerance")

@@ -75,8 +75,14 @@ def scheduling_interruption(timeout: float = 30.0, fault_id: str = "", window: f
     return _done(name, measured)
 
 
+NO_WORK_GRACE = 5.0  # seconds: how long the records may show no work after a fault before "no work waited"
+
+
 def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, Any]) -> Dict[str, Any]:
     bound = Deadline(max(0.0, t0 + timeout - time.time()))
+    # work retried through a failover is recorded only once the new leader answers it: right after the election
+    # nothing after the fault may show yet, so "no work waited" is concluded only after this grace (or the bound)
+    no_work_grace = Deadline(max(NO_WORK_GRACE, 2 * ctx.settings.poll_interval))
     while True:
         now = time.time()
         tasks = ctx.platform.tasks(since=t0 - 600)
@@ -87,10 +93,12 @@ def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, A
         closed, still = records.waits(tasks, subs, now)
         assigned = records.assignments(tasks)
         stalled = current_stall(still, assigned, now)
-        if stalled < max(0.25, 2 * ctx.settings.poll_interval) or bound.expired():
+        spans = closed + [(s, now) for s in still]
+        seen = any(b >= t0 for a, b in spans)
+        if bound.expired() or (stalled < max(0.25, 2 * ctx.settings.poll_interval)
+                               and (seen or no_work_grace.expired())):
             break
         time.sleep(max(ctx.settings.poll_interval, 0.05))
-    spans = closed + [(s, now) for s in still]
     if not [1 for a, b in spans if b >= t0]:
         return undecided("s", "the platform's task records", "no work waited after the fault: a stall cannot be "
                          "seen without work (is there any load?)", **details)

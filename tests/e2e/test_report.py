@@ -227,8 +227,9 @@ def test_master_crash_report_shows_a_leader_change_inside_the_fault_window(runs)
     assert span(election)[0] == pytest.approx(start, abs=0.01) and span(election)[1] <= end
     fills = [m.get("fill") for m in marks(svg, "seg", lane="leader")]
     pixels = shoot(html_path, "master-crash", old=fills[0], new=fills[2])
-    assert pixels["fault"] > 500 and pixels["alive"] > 10000 and pixels["dead"] > 300
-    assert pixels["old"] > 2000 and pixels["new"] > 2000  # both leaders' stretches are painted
+    assert pixels["fault"] > 500 and pixels["alive"] > 10000 and pixels["dead"] > 100
+    # both leaders' stretches are painted (each a share of a run the witness makes ~1.5 min long)
+    assert pixels["old"] > 1000 and pixels["new"] > 1000
 
 
 @NEEDS_CHROMIUM
@@ -246,7 +247,7 @@ def test_worker_disconnect_report_shows_the_lost_worker_declared_dead_and_its_ta
     detection = marks(svg, "measure", probe="worker_failure_detection_time")[0]
     assert span(detection)[1] == pytest.approx(dead[f"worker:{target}"][0], abs=1.0)  # sampled vs ground truth
     pixels = shoot(html_path, "worker-disconnect")
-    assert pixels["fault"] > 500 and pixels["alive"] > 10000 and pixels["dead"] > 300
+    assert pixels["fault"] > 500 and pixels["alive"] > 10000 and pixels["dead"] > 100
 
 
 @NEEDS_CHROMIUM
@@ -291,7 +292,7 @@ def test_interrupted_run_report_says_so_and_still_draws_the_fault(runs):
     interrupted = marks(svg, "interrupted")  # the activity Ctrl-C cut off, if it was cut mid-way
     assert all(m.get("data-t") is None or start < float(m.get("data-t")) for m in interrupted)
     pixels = shoot(html_path, "interrupted")
-    assert pixels["fault"] > 500 and pixels["alive"] > 10000 and pixels["dead"] > 300
+    assert pixels["fault"] > 500 and pixels["alive"] > 10000 and pixels["dead"] > 100
 
 
 @NEEDS_CHROMIUM

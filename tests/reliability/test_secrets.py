@@ -222,7 +222,8 @@ def test_secrets_used_by_the_hosts_platform_appear_nowhere_but_on_the_wire():
         run = _run(experiment, workdir, home, "unused", secrets)
         journal = run.journal()
         statuses = {r["activity"]["name"]: r["status"] for r in journal["run"]}
-        assert "failed" in statuses.values(), statuses  # the error paths ran: SSH refused, Prometheus 401
+        # the error paths ran: SSH refused, Prometheus 401
+        assert "failed" in statuses.values(), (statuses, run.output()[-3000:])
         print("hosts platform run:", statuses, [r.get("exception", [""])[-1][:160] for r in journal["run"]])
         assert f"Bearer {secrets['CS_REL_TOKEN']}" in prometheus.authorizations, prometheus.authorizations
         files = _files(workdir, home)

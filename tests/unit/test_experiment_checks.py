@@ -39,6 +39,23 @@ def test_a_fault_shorter_than_the_detection_bound_is_refused_with_the_variable_t
     assert check_experiment(experiment, configuration) is None
 
 
+def test_a_probe_of_the_method_before_a_fault_does_not_wait_for_that_fault():
+    """Only a probe after the fault (later in the method, or the hypothesis after it) waits for its effect."""
+    def probe(name, timeout):
+        return {"type": "probe", "name": name, "provider": {"type": "python", "module": "chaosscheduler.probes",
+                                                            "func": "leader_election_time",
+                                                            "arguments": {"timeout": timeout}}}
+
+    kill = {"type": "action", "name": "kill", "provider": {"type": "python", "module": "chaosscheduler.actions",
+                                                           "func": "kill_master", "arguments": {"duration": 5}}}
+    assert check_experiment({"method": [probe("before", 20), kill]}, {}) is None
+    with pytest.raises(ChaosSchedulerError, match="'kill' .* undoes itself after 5 s, but 'after' waits up to 20 s"):
+        check_experiment({"method": [probe("before", 1), kill, probe("after", 20)]}, {})
+    with pytest.raises(ChaosSchedulerError, match="but 'hypothesis' waits up to 20 s"):
+        check_experiment({"method": [kill], "steady-state-hypothesis": {"title": "t", "probes": [
+            probe("hypothesis", 20)]}}, {})
+
+
 def test_a_probe_that_gives_up_before_its_limit_is_refused():
     experiment, configuration = load("master-crash", stall_timeout=3)
     with pytest.raises(ChaosSchedulerError, match="stops waiting after 3 s.*before its limit of 5 s"):
