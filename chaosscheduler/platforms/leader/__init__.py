@@ -54,12 +54,17 @@ class LeaderSource(abc.ABC):
         self.last_latency = 0.0
 
     @classmethod
-    def check(cls, options: Dict[str, Any]) -> Dict[str, Any]:
-        """Validate and normalise the options (defaults filled in); raise ConfigurationError naming the option."""
+    def refuse_unknown(cls, options: Dict[str, Any]) -> None:
+        """Raise ConfigurationError naming the options this source does not know."""
         unknown = sorted(set(options) - set(cls.OPTIONS) - {"source"})
         if unknown:
             raise ConfigurationError(f"unknown option(s) {', '.join(unknown)} for leader source {cls.kind!r}; "
                                      f"known: {', '.join(sorted(cls.OPTIONS))}")
+
+    @classmethod
+    def check(cls, options: Dict[str, Any]) -> Dict[str, Any]:
+        """Validate and normalise the options (defaults filled in); raise ConfigurationError naming the option."""
+        cls.refuse_unknown(options)
         out = {"source": cls.kind}
         for key, default in cls.OPTIONS.items():
             if default == "required" and key not in options:

@@ -45,10 +45,7 @@ class Source(LeaderSource):
 
     @classmethod
     def check(cls, options: Dict[str, Any]) -> Dict[str, Any]:
-        unknown = sorted(set(options) - set(cls.OPTIONS) - {"source"})
-        if unknown:
-            raise ConfigurationError(f"unknown option(s) {', '.join(unknown)} for leader source 'command'; "
-                                     f"known: {', '.join(sorted(cls.OPTIONS))}")
+        cls.refuse_unknown(options)
         out = commands.check_source("leader", options, _fail, default_on="every-master", extra=cls.EXTRA)
         if out["on"] == "every-worker":
             raise _fail("on", "a leader is asked on the masters: use every-master, masters, local or a node name")
