@@ -15,6 +15,7 @@ Both keys accept a number, a numeric string (what a Chaos Toolkit ``env`` config
 absent / "" / "default" for the platform's default.
 """
 
+import math
 from typing import Any, Dict, Optional
 
 from .errors import ConfigurationError
@@ -44,6 +45,12 @@ def _number(key: str, value: Any, kind: type) -> Optional[Any]:
                                      f"{value!r}") from None
     if not isinstance(value, (int, float)) or value != value:
         raise ConfigurationError(f"{key} must be a number or null (the platform's default), got {value!r}")
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite:
+        raise ConfigurationError(f"{key} is out of range: a finite number or null (the platform's default) is needed")
     if kind is int:
         if int(value) != value:
             raise ConfigurationError(f"{key} must be a whole number of hosts, got {value!r}")

@@ -81,7 +81,8 @@ NO_WORK_GRACE = 5.0  # seconds: how long the records may show no work after a fa
 def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, Any]) -> Dict[str, Any]:
     bound = Deadline(max(0.0, t0 + timeout - time.time()))
     # work retried through a failover is recorded only once the new leader answers it: right after the election
-    # nothing after the fault may show yet, so "no work waited" is concluded only after this grace (or the bound)
+    # no work that arrived after the fault may show yet (a stall in progress is then invisible), so the probe does
+    # not conclude before such work shows, or this grace (or the bound) has passed
     no_work_grace = Deadline(max(NO_WORK_GRACE, 2 * ctx.settings.poll_interval))
     while True:
         now = time.time()
@@ -94,7 +95,7 @@ def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, A
         assigned = records.assignments(tasks)
         stalled = current_stall(still, assigned, now)
         spans = closed + [(s, now) for s in still]
-        seen = any(b >= t0 for a, b in spans)
+        seen = any(a >= t0 for a, b in spans)  # work that arrived after the fault
         if bound.expired() or (stalled < max(0.25, 2 * ctx.settings.poll_interval)
                                and (seen or no_work_grace.expired())):
             break

@@ -153,3 +153,11 @@ def test_errors_name_the_first_hosts_and_count_the_rest():
     errors = {f"w{i}": "refused" for i in range(8)}
     text = describe(sorted(errors), errors, limit=2)
     assert text.startswith("w0: refused; w1: refused (and 6 more: w2, w3")
+
+
+@pytest.mark.parametrize("value", [10 ** 400, float("inf"), float("-inf"), "1e999"])
+def test_numbers_beyond_any_float_are_refused_as_configuration(value):
+    """Hypothesis found 10**200 raising OverflowError on Debian 13 instead of a ConfigurationError."""
+    for parse in (pacing.parse_interval, pacing.parse_concurrency):
+        with pytest.raises(ConfigurationError, match="out of range"):
+            parse(value)
