@@ -11,7 +11,7 @@ from chaoslib.types import Configuration, Secrets
 
 from . import evidence, measurements, records
 from .context import Context, boundary, flag, number
-from .errors import ChaosSchedulerError
+from .errors import ChaosSchedulerError, ConfigurationError
 from .measurements import (CUT_ACTIONS, current_stall, cut_from_registry, fault_span, fault_summary, forms_of,
                            longest_stall, measurement, not_applicable, ratio, recall, remember, timed_fault,
                            undecided)
@@ -187,6 +187,9 @@ def data_consistency(window: float = 0.0, settle: float = 30.0, allow_rerun_afte
     return _done(name, measured)
 
 
+MIN_HEARTBEAT = 0.01  # seconds: a shorter heartbeat period is no platform's, and would make n astronomical
+
+
 def _heartbeat_interval(ctx: Context, given: float) -> float:
     if given:
         return given
@@ -204,7 +207,8 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
     start of this run's first partition_workers fault (or another provider's action) to ``grace`` seconds after the
     last one ended. A declaration is wrong when the worker was not cut off from the registry (loss, latency or a
     masters-only split must not kill a worker). The unit judged is one heartbeat period of one worker
-    (``heartbeat_interval``, 0 = the platform's own when known: the embedded cluster's keep-alive interval); a
+    (``heartbeat_interval``: 0 = the platform's own when known (the embedded cluster's keep-alive interval), else
+    at least 0.01 s); a
     worker wrongly declared dead fails every period from the declaration until it is back (or the window ends).
     A ratio with n and one-sided 95 % bounds. Before the method: not applicable; without the control and without a
     fault: the last ``window`` seconds. When every drop split of the run was shorter than the platform's heartbeat
@@ -214,7 +218,11 @@ def heartbeat_detection_accuracy(window: float = 60.0, grace: float = 5.0, heart
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
     grace = number("grace", grace, 0, 3600)
-    interval = _heartbeat_interval(ctx, number("heartbeat_interval", heartbeat_interval, 0, 3600))
+    given = number("heartbeat_interval", heartbeat_interval, 0, 3600)
+    if 0 < given < MIN_HEARTBEAT:
+        raise ConfigurationError(f"argument 'heartbeat_interval' must be 0 (the platform's own) or at least "
+                                 f"{MIN_HEARTBEAT:g} s, got {heartbeat_interval!r}")
+    interval = _heartbeat_interval(ctx, given)
     where = phase()
     if where == "before-method":
         return _done(name, not_applicable("ratio", "before the method: no network fault yet", phase=where))
