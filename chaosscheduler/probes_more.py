@@ -76,6 +76,7 @@ def scheduling_interruption(timeout: float = 30.0, fault_id: str = "", window: f
 
 
 NO_WORK_GRACE = 5.0  # seconds: how long the records may show no work after a fault before "no work waited"
+CALM_CONFIRM = 0.6   # seconds scheduling must stay calm before the probe concludes the stall is over
 
 
 def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, Any]) -> Dict[str, Any]:
@@ -84,6 +85,7 @@ def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, A
     # no work that arrived after the fault may show yet (a stall in progress is then invisible), so the probe does
     # not conclude before such work shows, or this grace (or the bound) has passed
     no_work_grace = Deadline(max(NO_WORK_GRACE, 2 * ctx.settings.poll_interval))
+    calm_since = None
     while True:
         now = time.time()
         tasks = ctx.platform.tasks(since=t0 - 600)
@@ -96,8 +98,15 @@ def _records_stall(ctx: Context, t0: float, timeout: float, details: Dict[str, A
         stalled = current_stall(still, assigned, now)
         spans = closed + [(s, now) for s in still]
         seen = any(a >= t0 for a, b in spans)  # work that arrived after the fault
-        if bound.expired() or (stalled < max(0.25, 2 * ctx.settings.poll_interval)
-                               and (seen or no_work_grace.expired())):
+        if stalled < max(0.25, 2 * ctx.settings.poll_interval) and (seen or no_work_grace.expired()):
+            # calm now; but a leader that has just accepted work and assigns none looks calm for a moment:
+            # conclude only when it is still calm CALM_CONFIRM seconds later
+            calm_since = now if calm_since is None else calm_since
+            if now - calm_since >= CALM_CONFIRM:
+                break
+        else:
+            calm_since = None
+        if bound.expired():
             break
         time.sleep(max(ctx.settings.poll_interval, 0.05))
     if not [1 for a, b in spans if b >= t0]:
