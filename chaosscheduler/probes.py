@@ -293,6 +293,17 @@ def rescheduling_latency(quantile: float = 0.95, timeout: float = 60.0, fault_id
     return _done(name, measured)
 
 
+def _waited_window(ctx: Context, name: str, window: float) -> Dict[str, Any]:
+    """The window a windowed ratio judges (from this run's first fault, see :func:`fault_window`), once it has
+    passed, with the details every such measurement carries; or ``{"measurement": ...}`` when none applies."""
+    span = fault_window(ctx, name, FAULT_ACTIONS, window)
+    if span.get("measurement"):
+        return span
+    wait_window(span["end"])
+    return dict(span, details={"window": [round(span["start"], 3), round(span["end"], 3)],
+                               "fault": span.get("fault"), "phase": phase()})
+
+
 @boundary
 def job_submission_success_rate(window: float = 60.0, configuration: Configuration = None,
                                 secrets: Secrets = None) -> Dict[str, Any]:
@@ -304,12 +315,10 @@ def job_submission_success_rate(window: float = 60.0, configuration: Configurati
     name = "job_submission_success_rate"
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
-    span = fault_window(ctx, name, FAULT_ACTIONS, window)
+    span = _waited_window(ctx, name, window)
     if span.get("measurement"):
         return _done(name, span["measurement"])
-    start, end = span["start"], span["end"]
-    wait_window(end)
-    details = {"window": [round(start, 3), round(end, 3)], "fault": span.get("fault"), "phase": phase()}
+    start, end, details = span["start"], span["end"], span["details"]
     witnessed = evidence.submissions(ctx, start, end)
     if witnessed is not None:
         return _done(name, dict(witnessed, **details))
@@ -336,12 +345,10 @@ def task_execution_success_rate(window: float = 60.0, settle: float = 30.0, conf
     ctx = Context(configuration)
     window = number("window", window, 0, 86400, low_open=True)
     settle = number("settle", settle, 0, 3600)
-    span = fault_window(ctx, name, FAULT_ACTIONS, window)
+    span = _waited_window(ctx, name, window)
     if span.get("measurement"):
         return _done(name, span["measurement"])
-    start, end = span["start"], span["end"]
-    wait_window(end)
-    details = {"window": [round(start, 3), round(end, 3)], "fault": span.get("fault"), "phase": phase()}
+    start, end, details = span["start"], span["end"], span["details"]
     witnessed = evidence.task_success(ctx, start, end, settle)
     if witnessed is not None:
         return _done(name, dict(witnessed, **details))
